@@ -95,7 +95,7 @@ def _trainer_callback():
             self.rows = [r for r in self.rows if r["step"] <= state.global_step]  # after --resume
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs:
+            if not logs or "loss" not in logs or not state.is_world_process_zero:
                 return
             elapsed = time.perf_counter() - self.start
             tokens = state.num_input_tokens_seen
@@ -110,7 +110,7 @@ def _trainer_callback():
             from .lora import write_segmask_config
 
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
+            if state.is_world_process_zero and folder.is_dir():
                 write_segmask_config(folder, self.extra_on_save)
 
     return LossCurve
@@ -125,7 +125,9 @@ def build_data(cfg: TrainConfig, tokenizer: Any):
 def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
     """Run one arm; returns a summary (steps, final loss, wall-clock, tokens/s, data counts, adapter folder).
 
-    ``model``/``tokenizer`` may be given (e.g. a tiny test model); otherwise ``cfg.model`` is loaded.
+    ``model``/``tokenizer`` may be given (e.g. a tiny test model); otherwise ``cfg.model`` is loaded. Under a
+    multi-process launch every process returns the summary; only the main one writes the adapter, the loss curve and
+    ``train_summary.json``.
     """
     import torch
     from transformers import Trainer, TrainingArguments, set_seed
@@ -181,8 +183,11 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> dict
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=cfg.resume or None)
     wall = time.perf_counter() - start
-    adapter = save_adapter(model, out / "adapter", mask=cfg.mask, prompt_form=cfg.prompt_form, base_model=cfg.model,
-                           dtype=cfg.save_dtype, recipe=cfg.recipe())
+    main = trainer.is_world_process_zero()  # under accelerate/torchrun only the main process writes files
+    adapter = out / "adapter"
+    if main:
+        save_adapter(model, adapter, mask=cfg.mask, prompt_form=cfg.prompt_form, base_model=cfg.model,
+                     dtype=cfg.save_dtype, recipe=cfg.recipe())
     tokens = trainer.state.num_input_tokens_seen
     summary = {
         "mask": cfg.mask,
@@ -195,5 +200,6 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> dict
         "adapter": str(adapter),
         "recipe": cfg.recipe(),
     }
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if main:
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
