@@ -10,6 +10,8 @@ returns the next-token logits and a filled KV cache, as ``generate`` needs. Rout
 - dense:   one forward through the ``segmask.enable`` hook (sdpa gets a dense bool mask)
 - segment: ``segmask.prefill.segment_prefill`` (one call per segment, all-True masks, causal tail)
 - flex:    one forward with attn_implementation="flex_attention" (BlockMask; compiled on first use per shape)
+- generate: time to first token through ``model.generate(..., segment_ids=..., max_new_tokens=1)`` (its own route
+  choice, ``prefill_route="auto"``) divided by the same ``generate`` call without segment ids
 
 Also measured: mask construction as a share of causal prefill, the FLOP floor per shape, and decode steps after a
 MAS prefill against decode steps after a causal prefill.
@@ -53,10 +55,13 @@ def bench_length(models: dict, length: int, reps: int, tail: int, flex: bool, us
     config = model.config
     seg_lengths, segs = chat_segments(length, tail, user_segments)
     ids = torch.randint(0, config.vocab_size, (1, length))
+    first_token = dict(max_new_tokens=1, do_sample=False, pad_token_id=0)
     fns = {
         "causal": lambda: model(input_ids=ids, use_cache=True, logits_to_keep=1),
         "dense": lambda: mas_prefill(model, ids, segs, route="dense"),
         "segment": lambda: mas_prefill(model, ids, segs, route="segment"),
+        "generate": lambda: model.generate(input_ids=ids, segment_ids=segs, **first_token),
+        "causal_generate": lambda: model.generate(input_ids=ids, **first_token),
     }
     compile_s = None
     if flex:
@@ -67,12 +72,18 @@ def bench_length(models: dict, length: int, reps: int, tail: int, flex: bool, us
         errors = {}
         for name in fns:
             start = time.perf_counter()
-            got = fns[name]().logits[:, -1]  # also the warm-up (and flex's compile)
+            got = fns[name]()  # also the warm-up (and flex's compile)
             if name == "flex":
                 compile_s = time.perf_counter() - start
+            if name.endswith("generate"):
+                continue
+            got = got.logits[:, -1]
             if name != "causal":
                 errors[name] = float((got - ref).abs().max())
         times = interleaved(fns, reps, base="causal")
+        gen_base = times.pop("causal_generate")
+        for kind in ("cpu", "wall"):
+            times["generate"][f"{kind}_ratio"] = [t / b for t, b in zip(times["generate"][kind], gen_base[kind])]
 
         def dense_mask():
             return build_mas_masks(config, segs, batch_size=1, query_length=length, dtype=torch.float32,
@@ -125,7 +136,7 @@ def bench_decode(model, length: int, steps: int, reps: int) -> dict:
 
 
 def report(results: list[dict], decode: dict, args) -> str:
-    routes = [r for r in ("dense", "segment", "flex") if any(r in res["times"] for res in results)]
+    routes = [r for r in ("dense", "segment", "flex", "generate") if any(r in res["times"] for res in results)]
     flex = f" --flex --flex-max {args.flex_max}" if args.flex else ""
     lines = [
         f"Machine: {machine()}; model: SmolLM2-135M-shaped Llama ({args.layers} layers, random init, float32, "
@@ -137,7 +148,9 @@ def report(results: list[dict], decode: dict, args) -> str:
         "",
         "Ratios are route / causal prefill of the same repetition, CPU time, min / median / max (wall-time median "
         "in brackets). FLOP ratios: (projections + attention pairs the route computes) / causal; the floor counts "
-        "only the pairs MAS allows (causal + sum L_i^2/2).",
+        "only the pairs MAS allows (causal + sum L_i^2/2). generate: time to the first token of "
+        "`model.generate(..., segment_ids=..., max_new_tokens=1)` (route chosen by `prefill_route=\"auto\"`) / the "
+        "same call without segment ids.",
         "",
         "| tokens | segments + tail | causal CPU s | " + " | ".join(f"{r} ratio" for r in routes)
         + " | floor | dense FLOPs | segment FLOPs | auto |",

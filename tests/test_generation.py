@@ -52,6 +52,38 @@ def test_greedy_batch_matches_full_recompute(family, attn):
         torch.testing.assert_close(got, want, atol=tolerance(torch.float32), rtol=0)
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_segment_route_in_generate_matches_full_recompute(attn):
+    """prefill_route="segment": chunks before the last are prefilled segment-wise, generate prefills the rest."""
+    model = tiny("llama", attn)
+    batch = left_padded(ROWS)
+    calls = []
+    handle = model.model.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape[1]),
+                                                   with_kwargs=True)
+    try:
+        out = generate(model, batch, output_logits=True, prefill_route="segment", **GREEDY)
+    finally:
+        handle.remove()
+    width = batch["input_ids"].shape[1]
+    assert len(calls) > 2 and sum(calls[:-GREEDY["max_new_tokens"] + 1]) == width  # chunked prefill, then decode
+    tokens, logits = reference_greedy(model, batch["input_ids"], batch["attention_mask"], batch["segment_ids"], 6)
+    assert torch.equal(out.sequences, tokens)
+    for got, want in zip(out.logits, logits):
+        torch.testing.assert_close(got, want, atol=tolerance(torch.float32), rtol=0)
+
+
+def test_segment_route_with_beams_and_route_errors():
+    model = tiny("qwen2")
+    beams = dict(max_new_tokens=5, num_beams=4, num_return_sequences=2, do_sample=False, eos_token_id=None)
+    dense = generate(model, left_padded(ROWS), prefill_route="dense", **beams).sequences
+    chunked = generate(model, left_padded(ROWS), prefill_route="segment", **beams).sequences
+    assert torch.equal(chunked, dense)
+    with pytest.raises(ValueError, match="cache_implementation"):
+        generate(model, left_padded(ROWS), prefill_route="segment", cache_implementation="static", **GREEDY)
+    with pytest.raises(ValueError, match="unknown prefill_route 'fast'"):
+        generate(model, left_padded(ROWS), prefill_route="fast", **GREEDY)
+
+
 def test_mas_changes_the_prefill():
     """Guard against a vacuous pass: the reference with MAS differs from plain causal logits here."""
     model = tiny()
@@ -105,7 +137,8 @@ def test_without_segment_ids_is_vanilla_generate():
         assert torch.equal(got, want)
 
 
-def test_peft_model_generates_with_mas():
+@pytest.mark.parametrize("route", ["auto", "segment"])
+def test_peft_model_generates_with_mas(route):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
@@ -113,7 +146,7 @@ def test_peft_model_generates_with_mas():
     model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     segmask.enable(model.eval())
     batch = left_padded(ROWS)
-    out = generate(model, batch, **GREEDY)
+    out = generate(model, batch, prefill_route=route, **GREEDY)
     tokens, _ = reference_greedy(model, batch["input_ids"], batch["attention_mask"], batch["segment_ids"], 6)
     assert torch.equal(out.sequences, tokens)
 

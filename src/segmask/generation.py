@@ -24,6 +24,7 @@ import torch
 
 from .hf import _unwrap, is_enabled
 from .masks import CAUSAL
+from .prefill import expand_size
 from .prefix_cache import PrefixCache, PrefixEntry
 
 
@@ -102,7 +103,8 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
     if entries[0] is not None and all(e is entries[0] for e in entries):
         return _generate_warm(model, rows, entries[0], _pad_id(model, gen_kwargs), gen_kwargs)
     out = _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[0] * len(rows))
-    _store_prefixes(prefix_cache, rows, attention_mask, out.past_key_values, _expand_size(model, gen_kwargs))
+    expand = expand_size(_unwrap(model).generation_config, gen_kwargs)
+    _store_prefixes(prefix_cache, rows, attention_mask, out.past_key_values, expand)
     return out
 
 
@@ -134,13 +136,6 @@ def _pad_id(model, gen_kwargs) -> int:
     return 0 if pad is None else int(pad)
 
 
-def _expand_size(model, gen_kwargs) -> int:
-    """Rows per prompt inside ``generate``: beams for beam search, else returned sequences."""
-    config = gen_kwargs.get("generation_config") or _unwrap(model).generation_config
-    beams = int(gen_kwargs.get("num_beams", config.num_beams or 1))
-    return beams if beams > 1 else int(gen_kwargs.get("num_return_sequences", config.num_return_sequences or 1))
-
-
 def _generate_warm(model, rows, entry: PrefixEntry, pad_id: int, gen_kwargs) -> Generation:
     """Prefill only the tokens after ``entry``'s prefix: rows laid out as [prefix | padding | new tokens]."""
     from transformers import DynamicCache
@@ -154,7 +149,7 @@ def _generate_warm(model, rows, entry: PrefixEntry, pad_id: int, gen_kwargs) -> 
         attention_mask.append([1] * p + [0] * fill + [1] * (len(ids) - p))
         segment_ids.append(list(entry.segment_ids) + [CAUSAL] * fill + segs[p:])
     device = entry.layers[0][0].device
-    rows_in_cache = len(rows) * _expand_size(model, gen_kwargs)
+    rows_in_cache = len(rows) * expand_size(_unwrap(model).generation_config, gen_kwargs)
     kv = [(k.expand(rows_in_cache, -1, -1, -1).contiguous(), v.expand(rows_in_cache, -1, -1, -1).contiguous())
           for k, v in entry.layers]
     cache = DynamicCache(ddp_cache_data=kv, config=_unwrap(model).config)

@@ -69,17 +69,32 @@ def enable(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _pass_2d_mask_in_generate(lm: torch.nn.Module) -> None:
-    """With a compilable cache (StaticCache) ``generate`` turns the 2-D padding mask into the backend's causal mask
-    before the decoder hook runs, so the hook could not build the MAS mask. While a ``generate`` call carries
-    ``segment_ids``, keep the 2-D mask: the hook builds MAS for prefill, the model its own causal mask after."""
+    """Wrap this model's ``generate`` for MAS prompts (calls with ``segment_ids``).
+
+    - Route: ``generate(..., prefill_route="auto" | "dense" | "segment")``. Where ``segmask.prefill.choose_route``
+      finds segment-wise prefill cheaper (long prompts), every chunk but the last is prefilled segment by segment
+      into a DynamicCache first, and ``generate`` prefills the rest over it (``segmask.prefill.generate_prefill``).
+    - Masks: with a compilable cache (StaticCache) ``generate`` turns the 2-D padding mask into the backend's causal
+      mask before the decoder hook runs, so the hook could not build the MAS mask. While a ``generate`` call carries
+      ``segment_ids``, keep the 2-D mask: the hook builds MAS for prefill, the model its own causal mask after."""
     stock_generate = lm.generate
     stock_masks = getattr(lm, "create_masks_for_generate", None)
     if stock_masks is None:
         from transformers.masking_utils import create_masks_for_generate as stock_masks
 
     def generate(*args: Any, **kwargs: Any) -> Any:
+        route = kwargs.pop("prefill_route", "auto")
+        segment_ids = kwargs.get("segment_ids")
+        if segment_ids is not None and kwargs.get("past_key_values") is None:
+            from .prefill import generate_prefill  # segmask.prefill imports this module
+
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            cache = generate_prefill(lm, input_ids, segment_ids, kwargs.get("attention_mask"), gen_kwargs=kwargs,
+                                     route=route)
+            if cache is not None:
+                kwargs["past_key_values"] = cache
         previous = lm.__dict__.get("_segmask_generating", False)
-        lm.__dict__["_segmask_generating"] = kwargs.get("segment_ids") is not None
+        lm.__dict__["_segmask_generating"] = segment_ids is not None
         try:
             return stock_generate(*args, **kwargs)
         finally:

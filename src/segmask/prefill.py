@@ -117,7 +117,8 @@ def segment_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids
         past_key_values: cache holding the P earlier tokens, or None for a new ``DynamicCache``.
         position_ids: [B, T] positions of the new tokens (e.g. ``generate``'s cumsum of a left-padded mask), or
             None for P, P + 1, ... as the model's own default.
-        logits_to_keep: as in transformers: logits of the last this-many tokens (0 = all of the last chunk).
+        logits_to_keep: as in transformers: logits of the last this-many tokens (0 = all of the last chunk); None
+            runs the last chunk through the decoder only too (no LM head) and returns None.
 
     Returns:
         the model output of the last chunk (``logits`` [B, min(keep, last chunk), V], ``past_key_values``).
@@ -152,7 +153,7 @@ def segment_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids
             kwargs["segment_ids"] = segment_ids[:, :b]
             if attention_mask is not None:
                 kwargs["attention_mask"] = attention_mask[:, :b]
-        if last:
+        if last and logits_to_keep is not None:
             out = model(**kwargs, logits_to_keep=logits_to_keep)
         else:
             decoder(**kwargs)
@@ -189,5 +190,68 @@ def mas_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids: to
                  past_key_values=past_key_values, use_cache=True, logits_to_keep=logits_to_keep)
 
 
-__all__ = ["CALL_COST_TOKENS", "ROUTES", "choose_route", "chunk_bounds", "chunk_mask", "mas_prefill",
-           "segment_prefill"]
+def expand_size(generation_config: Any, gen_kwargs: dict) -> int:
+    """Rows per prompt inside ``generate``: beams for beam search, else returned sequences."""
+    config = gen_kwargs.get("generation_config") or generation_config
+    beams = int(gen_kwargs.get("num_beams") or config.num_beams or 1)
+    return beams if beams > 1 else int(gen_kwargs.get("num_return_sequences") or config.num_return_sequences or 1)
+
+
+def generate_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids: torch.Tensor,
+                     attention_mask: torch.Tensor | None, *, gen_kwargs: dict, route: str = "auto") -> Any:
+    """The segment route for ``generate``: prefill every chunk but the last into a DynamicCache, or return None.
+
+    ``generate`` given this cache and the whole prompt prefills only the last chunk (through the hook, over the
+    cache) and samples the first new token from its logits, so a trailing bidirectional segment stays whole. The
+    cache rows are repeated for beams / returned sequences as ``generate`` expands its inputs. ``route``:
+    ``"auto"`` follows ``choose_route``; ``"dense"`` returns None (one masked forward inside ``generate``);
+    ``"segment"`` chunks whenever the prompt has more than one chunk.
+
+    Returns None (``generate`` prefills densely) for routes that do not chunk and where ``generate`` would not use a
+    DynamicCache (another ``cache_implementation``, ``use_cache=False``, ``prefill_chunk_size``, assisted decoding,
+    ``inputs_embeds``), or for models with sliding-window layers; an explicit ``"segment"`` there raises.
+    """
+    from transformers import DynamicCache
+
+    if route not in ("auto", *ROUTES):
+        raise ValueError(f"unknown prefill_route {route!r}; expected 'auto' or one of {ROUTES}")
+    lm = _unwrap(model)
+    config = gen_kwargs.get("generation_config") or lm.generation_config
+    blockers = {
+        "cache_implementation": gen_kwargs.get("cache_implementation") or config.cache_implementation,
+        "use_cache=False": gen_kwargs.get("use_cache", config.use_cache) is False,
+        "prefill_chunk_size": gen_kwargs.get("prefill_chunk_size") or getattr(config, "prefill_chunk_size", None),
+        "assistant_model": gen_kwargs.get("assistant_model") or getattr(config, "prompt_lookup_num_tokens", None),
+        "inputs_embeds": gen_kwargs.get("inputs_embeds") is not None,
+        "sliding-window layers": set(layer_kinds(lm.config)) != {"full_attention"},
+    }
+    blocked = [name for name, value in blockers.items() if value]
+    if route == "dense" or input_ids is None or input_ids.ndim != 2:
+        return None
+    if blocked:
+        if route == "segment":
+            raise ValueError(f"prefill_route='segment' in generate needs a DynamicCache and full-attention layers; "
+                             f"not with {', '.join(blocked)}")
+        return None
+    total = input_ids.shape[1]
+    ids = pad_segment_ids(torch.as_tensor(segment_ids).to(input_ids.device), total)
+    bounds = chunk_bounds(ids, 0, total)
+    if len(bounds) <= 2 or (route == "auto" and choose_route(lm.config, ids, total) != "segment"):
+        return None
+    cut = bounds[-2]
+    position_ids = None
+    if attention_mask is not None:  # as generate computes them for left padding
+        position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)[:, :cut]
+        attention_mask = attention_mask[:, :cut]
+    cache = DynamicCache(config=lm.config)
+    with torch.no_grad():
+        segment_prefill(lm, input_ids[:, :cut], ids[:, :cut], attention_mask=attention_mask, past_key_values=cache,
+                        position_ids=position_ids, logits_to_keep=None)
+    expand = expand_size(lm.generation_config, gen_kwargs)
+    if expand > 1:
+        cache.batch_repeat_interleave(expand)
+    return cache
+
+
+__all__ = ["CALL_COST_TOKENS", "ROUTES", "choose_route", "chunk_bounds", "chunk_mask", "expand_size",
+           "generate_prefill", "mas_prefill", "segment_prefill"]
