@@ -18,9 +18,20 @@ def test_show_prints_segments_and_mask(smollm2, capsys):
 
 @pytest.mark.real_model
 def test_demo_answers_with_mas_and_causal(smollm2, capsys):
+    """Part 1 on the base model, part 2 with the committed MAS adapter (tests run from the repository root)."""
     assert main(["demo", "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
-    assert "   MAS prefill -> " in out and "causal prefill -> " in out
+    base, tuned = out.split("--- with the MAS LoRA adapter adapters/smollm2-135m-mas-commonsense")
+    for part in (base, tuned):
+        assert part.count("   MAS prefill -> ") == 1 and part.count("causal prefill -> ") == 1
+    assert "[    causal]    4 tok  '### Response:\\n'" in tuned
+
+
+@pytest.mark.real_model
+def test_demo_without_the_tuned_adapter_says_so(smollm2, capsys, tmp_path):
+    assert main(["demo", "--max-new-tokens", "2", "--causal", "--tuned", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("prefill -> ") == 1 and f"part 2 skipped: no adapter at {tmp_path / 'none'}" in out
 
 
 def test_errors_exit_2_with_message(capsys):
