@@ -25,6 +25,7 @@ from typing import Any, Callable
 import torch
 
 from .masks import CAUSAL
+from .prefill import mas_prefill
 from .segments import collate, from_segment_ids
 
 
@@ -174,9 +175,12 @@ class Batcher:
             attention_mask = torch.cat([as_rows([1] * p), attention_mask], dim=1)
             segment_ids = torch.cat([as_rows(prefix.segment_ids), segment_ids], dim=1)
         positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-        extra = {"segment_ids": segment_ids} if self.mas else {}
-        out = self.model(input_ids=enc["input_ids"], attention_mask=attention_mask, position_ids=positions[:, p:],
-                         past_key_values=cache, use_cache=True, **extra)
+        kwargs = dict(attention_mask=attention_mask, position_ids=positions[:, p:], past_key_values=cache,
+                      logits_to_keep=1)
+        if self.mas:  # the cheaper route for this prompt shape (segmask.prefill.choose_route)
+            out = mas_prefill(self.model, enc["input_ids"], segment_ids, **kwargs)
+        else:
+            out = self.model(input_ids=enc["input_ids"], use_cache=True, **kwargs)
         if prefix is None and self.prefix_cache is not None:
             self._store_prefixes(batch, enc["attention_mask"], out.past_key_values)
         generators = [_generator(r.seed, device) for r in batch]
