@@ -82,6 +82,11 @@ def test_segment_route_with_beams_and_route_errors():
         generate(model, left_padded(ROWS), prefill_route="segment", cache_implementation="static", **GREEDY)
     with pytest.raises(ValueError, match="unknown prefill_route 'fast'"):
         generate(model, left_padded(ROWS), prefill_route="fast", **GREEDY)
+    batch = left_padded(ROWS)  # left padding with pad id 0 and no attention_mask: generate infers the mask itself
+    unmasked = dict(input_ids=batch["input_ids"], segment_ids=batch["segment_ids"], pad_token_id=0, **GREEDY)
+    with pytest.raises(ValueError, match="pad tokens without an attention_mask"):
+        model.generate(**unmasked, prefill_route="segment")
+    assert torch.equal(model.generate(**unmasked), model.generate(**unmasked, prefill_route="dense"))
 
 
 def test_mas_changes_the_prefill():

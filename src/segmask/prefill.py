@@ -209,12 +209,15 @@ def generate_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_id
 
     Returns None (``generate`` prefills densely) for routes that do not chunk and where ``generate`` would not use a
     DynamicCache (another ``cache_implementation``, ``use_cache=False``, ``prefill_chunk_size``, assisted decoding,
-    ``inputs_embeds``), or for models with sliding-window layers; an explicit ``"segment"`` there raises.
+    ``inputs_embeds``, pad tokens in ``input_ids`` without an ``attention_mask``), or for models with
+    sliding-window layers; an explicit ``"segment"`` there raises.
     """
     from transformers import DynamicCache
 
     if route not in ("auto", *ROUTES):
         raise ValueError(f"unknown prefill_route {route!r}; expected 'auto' or one of {ROUTES}")
+    if route == "dense" or input_ids is None or input_ids.ndim != 2:
+        return None
     lm = _unwrap(model)
     config = gen_kwargs.get("generation_config") or lm.generation_config
     blockers = {
@@ -225,9 +228,10 @@ def generate_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_id
         "inputs_embeds": gen_kwargs.get("inputs_embeds") is not None,
         "sliding-window layers": set(layer_kinds(lm.config)) != {"full_attention"},
     }
+    pad = gen_kwargs.get("pad_token_id", config.pad_token_id)
+    if attention_mask is None and pad is not None and bool((input_ids == pad).any()):
+        blockers["pad tokens without an attention_mask"] = True  # generate infers the mask; follow its one call
     blocked = [name for name, value in blockers.items() if value]
-    if route == "dense" or input_ids is None or input_ids.ndim != 2:
-        return None
     if blocked:
         if route == "segment":
             raise ValueError(f"prefill_route='segment' in generate needs a DynamicCache and full-attention layers; "
