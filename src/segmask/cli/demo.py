@@ -37,7 +37,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from ..chat import encode_chat
     from ..hf import enable
@@ -96,7 +95,7 @@ def _tuned_part(model, tokenizer, args: argparse.Namespace) -> int:
     batch = collate([encode_commonsense(tokenizer, QUESTION)], pad_token_id=tokenizer.pad_token_id).to(args.device)
     print(describe_segments(tokenizer, batch["input_ids"][0], batch["segment_ids"][0]) + "\n")
     _answer(model, tokenizer, batch, causal_only=args.causal, max_new_tokens=16)
-    print(f"(correct: answer2. One question proves nothing: the adapter's accuracy on the test sets, against a causal "
-          f"adapter trained alike, is in docs/RESULTS.md. Serve an adapter with the mask it was trained under: "
+    print("(correct: answer2. One question proves nothing: the adapter's accuracy on the test sets, against a causal "
+          "adapter trained alike, is in docs/RESULTS.md. Serve an adapter with the mask it was trained under: "
           f"{cfg.get('mask', '?').upper()} prefill here.)")
     return 0
