@@ -143,8 +143,9 @@ def report(results: list[dict], decode: dict, args) -> str:
         f"sdpa); batch 1; {args.reps} interleaved repetitions per length.",
         "",
         f"Command: `python benchmarks/bench_prefill.py --reps {args.reps} --layers {args.layers} --lengths "
-        f"{' '.join(map(str, args.lengths))}{flex} --user-segments {args.user_segments} --write"
-        f"{' --chart' if args.user_segments == 1 else ''}`",
+        f"{' '.join(map(str, args.lengths))}{flex} --user-segments {args.user_segments}"
+        f"{f' --section {args.section}' if args.section else ''} --write"
+        f"{' --chart' if args.user_segments == 1 and not args.section else ''}`",
         "",
         "Ratios are route / causal prefill of the same repetition, CPU time, min / median / max (wall-time median "
         "in brackets). FLOP ratios: (projections + attention pairs the route computes) / causal; the floor counts "
@@ -216,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flex-max", type=int, default=1 << 30, help="time flex only up to this many tokens")
     parser.add_argument("--user-segments", type=int, default=1, help="split the user part into this many segments")
     parser.add_argument("--write", action="store_true", help=f"rewrite the bench_prefill section of {DOCS}")
+    parser.add_argument("--section", default=None,
+                        help="marker name of the section --write rewrites (default: bench_prefill, or "
+                             "bench_prefill_multi with --user-segments > 1)")
     parser.add_argument("--chart", action="store_true", help=f"draw {CHART}")
     args = parser.parse_args(argv)
     import segmask
@@ -238,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, decode, args)
     print(text)
     if args.write:
-        write_section("bench_prefill" if args.user_segments == 1 else "bench_prefill_multi", text)
+        write_section(args.section or ("bench_prefill" if args.user_segments == 1 else "bench_prefill_multi"), text)
     if args.chart and args.user_segments == 1:
         chart(results, CHART)
     return 0
