@@ -140,8 +140,13 @@ def write_report(args) -> Path:
     report = getattr(args, "report", "RESULTS.md")
     plots = _plots(out, docs, Path(report).stem.lower(), comparisons, arms)
     recipe = next((a["recipe"] for a in arms.values() if "recipe" in a), None)
+    command = "python benchmarks/reproduce_commonsense.py"
+    if recipe:
+        command += (f" --train-examples {recipe['max_examples']} --batch-size {recipe['batch_size']} --grad-accum "
+                    f"{recipe['grad_accum']} --lr {recipe['lr']} --warmup-steps {recipe['warmup_steps']}")
+    command += f" --eval-limit {getattr(args, 'eval_limit', 40)} --seed {getattr(args, 'seed', 42)}"
     lines = ["# Reproduction: MAS vs causal LoRA fine-tuning on commonsense reasoning (SmolLM2-135M-Instruct, CPU)",
-             "", "Produced by `python benchmarks/reproduce_commonsense.py` (report: `--stage report`). "
+             "", f"Produced by `{command}` (report only: add `--stage report`). "
              "Every number below was measured in this run; conditions that did not finish are listed as missing.",
              "", "## Recipe and budget", ""]
     if recipe:
