@@ -37,7 +37,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from ..chat import encode_chat
     from ..hf import enable
     from ..models import load_model
