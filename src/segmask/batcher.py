@@ -26,7 +26,7 @@ import torch
 
 from .masks import CAUSAL
 from .prefill import mas_prefill
-from .segments import collate, from_segment_ids
+from .segments import collate, from_segment_ids, position_ids_from_attention_mask
 
 
 class QueueFull(Exception):
@@ -174,7 +174,7 @@ class Batcher:
             as_rows = lambda x: torch.tensor([list(x)] * rows, dtype=torch.long, device=device)  # noqa: E731
             attention_mask = torch.cat([as_rows([1] * p), attention_mask], dim=1)
             segment_ids = torch.cat([as_rows(prefix.segment_ids), segment_ids], dim=1)
-        positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+        positions = position_ids_from_attention_mask(attention_mask)
         kwargs = dict(attention_mask=attention_mask, position_ids=positions[:, p:], past_key_values=cache,
                       logits_to_keep=1)
         if self.mas:  # the cheaper route for this prompt shape (segmask.prefill.choose_route)

@@ -24,6 +24,7 @@ import torch
 
 from .hf import _check_prefill_boundaries, _decoder, _past_length, _unwrap, is_enabled, layer_kinds
 from .masks import pad_segment_ids, segment_mask_rows, validate_segment_ids
+from .segments import position_ids_from_attention_mask
 
 ROUTES = ("dense", "segment")
 
@@ -245,7 +246,7 @@ def generate_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_id
     cut = bounds[-2]
     position_ids = None
     if attention_mask is not None:  # as generate computes them for left padding
-        position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)[:, :cut]
+        position_ids = position_ids_from_attention_mask(attention_mask)[:, :cut]
         attention_mask = attention_mask[:, :cut]
     cache = DynamicCache(config=lm.config)
     with torch.no_grad():

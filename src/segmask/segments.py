@@ -197,6 +197,7 @@ def collate(
 
 
 def position_ids_from_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions [B, T] that start at 0 on each sample's first real token (left padding), as ``generate`` does."""
+    """Positions [B, T] counted over real tokens from 0 at each sample's first one (padding gets 0), as ``generate``
+    does for left padding; padding inside a row (``[prefix | pad | new]``) is skipped by the count."""
     positions = attention_mask.long().cumsum(-1) - 1
-    return positions.clamp(min=0)
+    return positions.masked_fill(attention_mask == 0, 0)
