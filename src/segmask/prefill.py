@@ -41,10 +41,15 @@ def choose_route(config: Any, segment_ids: torch.Tensor, end: int, start: int = 
     but pays ``CALL_COST_TOKENS`` per extra call; a pair costs (attention FLOPs per pair) / (projection FLOPs per
     token) tokens. flex_attention skips fully masked blocks within one call, so it always takes ``"dense"``.
     """
+    return _cheaper_route(config, chunk_bounds(segment_ids, start, end))
+
+
+def _cheaper_route(config: Any, bounds: list[int]) -> str:
+    """``choose_route``'s cost model for the cut points ``bounds`` of ``chunk_bounds``."""
     call_cost = CALL_COST_TOKENS.get(config._attn_implementation or "eager")
-    bounds = chunk_bounds(segment_ids, start, end)
     if call_cost is None or len(bounds) <= 2:
         return "dense"
+    start, end = bounds[0], bounds[-1]
     saved = (end - start) * end - sum((b - a) * b for a, b in zip(bounds, bounds[1:]))
     return "segment" if saved * _pair_cost_tokens(config) > (len(bounds) - 2) * call_cost else "dense"
 
@@ -241,7 +246,7 @@ def generate_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_id
     total = input_ids.shape[1]
     ids = pad_segment_ids(torch.as_tensor(segment_ids).to(input_ids.device), total)
     bounds = chunk_bounds(ids, 0, total)
-    if len(bounds) <= 2 or (route == "auto" and choose_route(lm.config, ids, total) != "segment"):
+    if len(bounds) <= 2 or (route == "auto" and _cheaper_route(lm.config, bounds) != "segment"):
         return None
     cut = bounds[-2]
     position_ids = None
