@@ -272,3 +272,14 @@ def test_segment_by_segment_prefill_over_cache_equals_one_shot(models):
             parts.append(model(input_ids=ids[:, start:end], segment_ids=seg, past_key_values=cache,
                                use_cache=True).logits)
     assert torch.allclose(torch.cat(parts, 1), one_shot, atol=1e-5)
+
+
+def test_segment_ids_of_any_integer_dtype_and_magnitude_give_the_same_logits(models):
+    model = segmask.enable(models[("llama", "sdpa")])
+    ids = inputs()
+    big = torch.where(SEG >= 0, SEG + 10**11, SEG)
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=AM, segment_ids=SEG).logits
+        for seg in (SEG.to(torch.int8), SEG.to(torch.int16), SEG.to(torch.int32), big, SEG.tolist()):
+            got = model(input_ids=ids, attention_mask=AM, segment_ids=seg).logits
+            assert torch.equal(got[AM.bool()], want[AM.bool()])

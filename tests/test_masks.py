@@ -131,3 +131,43 @@ def test_mask_stays_on_input_device_and_is_vectorised():
     seg = torch.randint(-1, 3, (2, 512)).sort(dim=1).values  # sorted ids are contiguous runs
     mask = segment_mask(seg)
     assert mask.device == seg.device and mask.shape == (2, 1, 512, 512)
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.int64])
+def test_any_signed_integer_dtype_gives_the_same_mask(dtype):
+    segs = [[-1, 0, 0, 1, 1, -1], [2, 2, 2, -1, 0, 0]]
+    masks = [[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]
+    assert torch.equal(segment_mask(torch.tensor(segs).to(dtype), torch.tensor(masks)), loop_reference(segs, masks))
+
+
+def test_unsigned_ids_are_read_as_values():
+    """uint8 cannot hold -1, but a prompt made of segments only is valid (before: 'segment 0' was blamed)."""
+    ids = torch.tensor([[0, 0, 1]], dtype=torch.uint8)
+    assert torch.equal(segment_mask(ids), loop_reference([[0, 0, 1]], [[1, 1, 1]]))
+
+
+def test_mask_memory_does_not_depend_on_id_magnitude():
+    """Ids are only compared for equality: 1e11 and 2**62 behave as 0 and 1 (no table sized by the largest id)."""
+    big = torch.tensor([[10**11, 10**11, 2**62, 2**62, -1]])
+    assert torch.equal(segment_mask(big), loop_reference([[0, 0, 1, 1, -1]], [[1] * 5]))
+    with pytest.raises(ValueError, match=f"sample 0: segment {10**11} is not one contiguous run"):
+        segment_mask(torch.tensor([[10**11, -1, 10**11]]))
+
+
+def test_renumber_segments_keeps_order_and_causal():
+    from segmask.masks import renumber_segments
+
+    ids = torch.tensor([[-1, 7, 7, 3, -1, 10**9], [5, 5, 5, -1, -1, -1]])
+    assert renumber_segments(ids).tolist() == [[-1, 0, 0, 1, -1, 2], [0, 0, 0, -1, -1, -1]]
+
+
+def test_python_lists_are_accepted_and_bad_values_refused():
+    assert torch.equal(segment_mask([[0, 0, -1]]), loop_reference([[0, 0, -1]], [[1, 1, 1]]))
+    assert torch.equal(segment_mask([[-1, 0, 0]], [[0, 1, 1]]), loop_reference([[-1, 0, 0]], [[0, 1, 1]]))
+    for bad, message in [([[True, False]], "integers, got dtype torch.bool"),
+                         ([[0.0, 1.0]], "integers, got dtype torch.float"),
+                         (torch.tensor([[0, 1]]).bool(), "integers, got dtype torch.bool"),
+                         ([[0, 1], [0]], "rectangle of integers"),
+                         ([[0, 2**70]], "rectangle of integers")]:
+        with pytest.raises(ValueError, match=message):
+            segment_mask(bad)

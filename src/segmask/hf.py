@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from .masks import (CAUSAL, pad_segment_ids, same_segment_mod, segment_mask_rows, validate_segment_ids,
-                    window_mod)
+from .masks import (CAUSAL, as_segment_ids, pad_segment_ids, renumber_segments, same_segment_mod,
+                    segment_mask_rows, validate_segment_ids, window_mod)
 
 _STATE_ATTR = "_segmask_state"
 _MASKED_BACKENDS = ("sdpa", "eager", "flex_attention")
@@ -271,7 +271,7 @@ def _apply_mas(module: torch.nn.Module, segment_ids: torch.Tensor, kwargs: dict)
     if ref is None:
         raise ValueError("segment_ids given without input_ids or inputs_embeds")
     batch_size, query_length = ref.shape[:2]
-    segment_ids = torch.as_tensor(segment_ids)
+    segment_ids = as_segment_ids(segment_ids)
     if segment_ids.ndim != 2 or segment_ids.shape[0] != batch_size:
         raise ValueError(
             f"segment_ids shape {tuple(segment_ids.shape)} does not match the batch of {batch_size} sequences"
@@ -295,6 +295,7 @@ def _apply_mas(module: torch.nn.Module, segment_ids: torch.Tensor, kwargs: dict)
             f"segment_ids covers {segment_ids.shape[1]} positions but attention_mask only {padding.shape[1]}"
         )
     validate_segment_ids(segment_ids, padding)
+    segment_ids = renumber_segments(segment_ids)  # small ids whatever the caller used
     query_segments = pad_segment_ids(segment_ids, total)[:, past:total]
     if not (query_segments != CAUSAL).any():
         return  # decode steps and causal-only inputs: the vanilla path, bit for bit

@@ -20,7 +20,7 @@ This module imports nothing from transformers; ``segmask.hf`` turns these pieces
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -30,16 +30,41 @@ CAUSAL = -1
 MaskMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def as_segment_ids(segment_ids: Any) -> torch.Tensor:
+    """``segment_ids`` as a LongTensor: a tensor of any integer dtype, a NumPy array or nested Python lists of ints.
+
+    Raises ``ValueError`` for bool, floating or complex values and for lists that are not a rectangle of integers
+    that fit in int64 (no check of the MAS contract here: see ``validate_segment_ids``).
+    """
+    if not isinstance(segment_ids, torch.Tensor):
+        try:
+            segment_ids = torch.as_tensor(segment_ids)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+            raise ValueError(f"segment_ids must be a tensor or a rectangle of integers: {err}") from None
+        if segment_ids.numel() == 0:
+            segment_ids = segment_ids.long()
+    if segment_ids.dtype == torch.bool or segment_ids.is_floating_point() or segment_ids.is_complex():
+        raise ValueError(f"segment_ids must hold integers, got dtype {segment_ids.dtype}")
+    return segment_ids.long()
+
+
+def segment_run_starts(segment_ids: torch.Tensor) -> torch.Tensor:
+    """BoolTensor [B, T]: True at the first position of each run of one segment id >= 0 in ``segment_ids`` [B, T]."""
+    starts = segment_ids >= 0
+    starts[:, 1:] &= segment_ids[:, 1:] != segment_ids[:, :-1]
+    return starts
+
+
 def validate_segment_ids(segment_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> None:
     """Raise ``ValueError`` naming the sample and segment if ``segment_ids`` [B, T] breaks the contract.
 
-    Checked: integer dtype, 2-D shape equal to ``attention_mask`` [B, T] (1 = real token), values >= -1, every
-    segment id forms one contiguous run per sample, and no segment covers a padding position.
+    Checked: integer values (any integer dtype; bool and float are refused), 2-D shape equal to ``attention_mask``
+    [B, T] (1 = real token), values >= -1, every segment id forms one contiguous run per sample, and no segment
+    covers a padding position. Time and memory are O(B * T), whatever the magnitude of the ids.
     """
+    segment_ids = as_segment_ids(segment_ids)
     if segment_ids.ndim != 2:
         raise ValueError(f"segment_ids must be 2-D [batch, seq_len], got shape {tuple(segment_ids.shape)}")
-    if segment_ids.dtype.is_floating_point or segment_ids.dtype == torch.bool:
-        raise ValueError(f"segment_ids must be an integer tensor, got dtype {segment_ids.dtype}")
     if attention_mask is not None and attention_mask.shape != segment_ids.shape:
         raise ValueError(
             f"segment_ids shape {tuple(segment_ids.shape)} does not match attention_mask shape "
@@ -51,20 +76,15 @@ def validate_segment_ids(segment_ids: torch.Tensor, attention_mask: torch.Tensor
     if low < CAUSAL:
         b, t = (segment_ids == low).nonzero()[0].tolist()
         raise ValueError(f"sample {b}: segment id {int(low)} at position {t} is invalid (use -1 for causal tokens)")
-    in_seg = segment_ids >= 0
-    # A run starts where the id changes; a segment id with two run starts is not contiguous.
-    starts = in_seg.clone()
-    starts[:, 1:] &= segment_ids[:, 1:] != segment_ids[:, :-1]
-    n_ids = int(segment_ids.max()) + 1
-    if n_ids > 0:
-        runs = torch.zeros(segment_ids.shape[0], n_ids, dtype=torch.long, device=segment_ids.device)
-        runs.scatter_add_(1, segment_ids.clamp(min=0), starts.long())
-        bad = (runs > 1).nonzero()
-        if len(bad):
-            b, s = bad[0].tolist()
-            raise ValueError(f"sample {b}: segment {s} is not one contiguous run of positions")
+    # A run starts where the id changes; an id that starts two runs of one sample is not contiguous. Sorting the
+    # ids at run starts puts such repeats next to each other.
+    first_ids = torch.where(segment_run_starts(segment_ids), segment_ids, CAUSAL).sort(dim=-1).values
+    repeated = (first_ids[:, 1:] == first_ids[:, :-1]) & (first_ids[:, 1:] >= 0)
+    if repeated.any():
+        b, t = repeated.nonzero()[0].tolist()
+        raise ValueError(f"sample {b}: segment {int(first_ids[b, t + 1])} is not one contiguous run of positions")
     if attention_mask is not None:
-        bad = (in_seg & (attention_mask == 0)).nonzero()
+        bad = ((segment_ids >= 0) & (attention_mask == 0)).nonzero()
         if len(bad):
             b, t = bad[0].tolist()
             raise ValueError(
@@ -72,17 +92,37 @@ def validate_segment_ids(segment_ids: torch.Tensor, attention_mask: torch.Tensor
             )
 
 
+def renumber_segments(segment_ids: torch.Tensor) -> torch.Tensor:
+    """Valid ``segment_ids`` [B, T] with each sample's segments renumbered 0, 1, ... in order; -1 stays.
+
+    The mask depends only on which positions share a segment, so this changes no mask; it keeps every id small
+    whatever ids the caller chose.
+    """
+    rank = segment_run_starts(segment_ids).long().cumsum(-1) - 1
+    return torch.where(segment_ids >= 0, rank, CAUSAL)
+
+
+def normalize_segment_ids(segment_ids: Any, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``as_segment_ids``, ``validate_segment_ids`` and ``renumber_segments`` in one call: LongTensor [B, T]."""
+    segment_ids = as_segment_ids(segment_ids)
+    validate_segment_ids(segment_ids, attention_mask)
+    return renumber_segments(segment_ids)
+
+
 def segment_mask(segment_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Dense MAS mask, the reference every fast path is tested against.
 
     Args:
-        segment_ids: [B, T] integer, -1 = causal token, s >= 0 = bidirectional segment s.
+        segment_ids: [B, T] integers (a tensor of any integer dtype, or nested lists), -1 = causal token,
+            s >= 0 = bidirectional segment s. Only equality of ids matters: they are renumbered 0, 1, ... first.
         attention_mask: optional [B, T], 1 = real token, 0 = padding (never attended).
 
     Returns:
         BoolTensor [B, 1, T, T] on the input's device; True at [b, 0, q, k]: query q may attend key k.
     """
-    validate_segment_ids(segment_ids, attention_mask)
+    if attention_mask is not None:
+        attention_mask = torch.as_tensor(attention_mask)
+    segment_ids = normalize_segment_ids(segment_ids, attention_mask)
     t = segment_ids.shape[-1]
     pos = torch.arange(t, device=segment_ids.device)
     causal = pos[None, :] <= pos[:, None]  # [T, T], k <= q

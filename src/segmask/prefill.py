@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .hf import _check_prefill_boundaries, _decoder, _past_length, _unwrap, is_enabled, layer_kinds
-from .masks import pad_segment_ids, segment_mask_rows, validate_segment_ids
+from .masks import as_segment_ids, pad_segment_ids, segment_mask_rows, validate_segment_ids
 from .segments import position_ids_from_attention_mask
 
 ROUTES = ("dense", "segment")
@@ -138,7 +138,7 @@ def segment_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids
         past_key_values = DynamicCache(config=config)
     past = _past_length(past_key_values)
     total = past + input_ids.shape[1]
-    segment_ids = pad_segment_ids(torch.as_tensor(segment_ids).to(input_ids.device), total)
+    segment_ids = pad_segment_ids(as_segment_ids(segment_ids).to(input_ids.device), total)
     if attention_mask is not None and attention_mask.shape[1] != total:
         raise ValueError(f"attention_mask covers {attention_mask.shape[1]} positions, expected {total} "
                          f"({past} cached + {input_ids.shape[1]} new)")
@@ -176,7 +176,7 @@ def mas_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids: to
     """
     if route == "auto":
         past = _past_length(past_key_values)
-        ids = pad_segment_ids(torch.as_tensor(segment_ids), past + input_ids.shape[1])
+        ids = pad_segment_ids(as_segment_ids(segment_ids), past + input_ids.shape[1])
         route = choose_route(_unwrap(model).config, ids, past + input_ids.shape[1], start=past)
     if route == "segment":
         return segment_prefill(model, input_ids, segment_ids, attention_mask=attention_mask,
@@ -191,7 +191,7 @@ def mas_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids: to
     if past_key_values is None:
         past_key_values = DynamicCache(config=_unwrap(model).config)
     total = _past_length(past_key_values) + input_ids.shape[1]
-    segment_ids = pad_segment_ids(torch.as_tensor(segment_ids).to(input_ids.device), total)[:, :total]
+    segment_ids = pad_segment_ids(as_segment_ids(segment_ids).to(input_ids.device), total)[:, :total]
     return model(input_ids=input_ids, attention_mask=attention_mask, segment_ids=segment_ids, position_ids=position_ids,
                  past_key_values=past_key_values, use_cache=True, logits_to_keep=logits_to_keep)
 
@@ -244,7 +244,7 @@ def generate_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_id
                              f"not with {', '.join(blocked)}")
         return None
     total = input_ids.shape[1]
-    ids = pad_segment_ids(torch.as_tensor(segment_ids).to(input_ids.device), total)
+    ids = pad_segment_ids(as_segment_ids(segment_ids).to(input_ids.device), total)
     bounds = chunk_bounds(ids, 0, total)
     if len(bounds) <= 2 or (route == "auto" and _cheaper_route(lm.config, bounds) != "segment"):
         return None
