@@ -24,6 +24,13 @@ COMMONSENSE_SYSTEM_WITH_INPUT = (
 INSTRUCTION = "### Instruction:\n{instruction}\n\n"
 INPUT = "### Input:\n{input}\n\n"
 RESPONSE = "### Response:\n"
+ANSWER_LEAD = "the correct answer is"
+"""How every LLM-Adapters answer begins ("the correct answer is answer3"): the causal lead-in that the log-likelihood
+and choice protocols score continuations after, and the start of a text-form training target."""
+QA_QUESTION = "Question: {question}\n"
+QA_ANSWER = "Answer:"
+"""The ``qa`` prompt of the choice protocol, as lm-evaluation-harness's ARC and PIQA tasks write it: the question
+line is the segment, ``Answer:`` the causal lead-in, each option the continuation ``" " + option``."""
 
 
 def commonsense_pieces(record: Mapping[str, Any], *, with_answer: bool = False, eos_token: str | None = None) -> list[Piece]:
