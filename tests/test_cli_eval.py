@@ -20,15 +20,21 @@ def _args(argv):
 
 def test_mask_and_prompt_form_default_from_adapter(tmp_path):
     (tmp_path / "segmask.json").write_text(json.dumps(
-        {"mask": "causal", "prompt_form": "chat", "base_model": "some/base", "recipe": {"system": "Be brief."}}))
+        {"mask": "causal", "prompt_form": "chat", "base_model": "some/base",
+         "recipe": {"system": "Be brief.", "option_order": "before"}}))
     got = settings(_args(["--adapter", str(tmp_path)]))
-    assert got == {"mask": "causal", "prompt_form": "chat", "system": "Be brief.", "model": "some/base"}
-    got = settings(_args(["--adapter", str(tmp_path), "--mask", "mas", "--prompt-form", "commonsense"]))
-    assert (got["mask"], got["prompt_form"]) == ("mas", "commonsense")
-    assert settings(_args([]))["mask"] == "mas"
+    assert got == {"mask": "causal", "prompt_form": "chat", "option_order": "before", "system": "Be brief.",
+                   "model": "some/base"}
+    got = settings(_args(["--adapter", str(tmp_path), "--mask", "mas", "--prompt-form", "commonsense",
+                          "--option-order", "after"]))
+    assert (got["mask"], got["prompt_form"], got["option_order"]) == ("mas", "commonsense", "after")
+    assert (settings(_args([]))["mask"], settings(_args([]))["option_order"]) == ("mas", "after")
     assert settings(_args(["--causal"]))["mask"] == "causal"
-    with pytest.raises(ValueError, match="contradicts"):
-        settings(_args(["--causal", "--mask", "mas"]))
+    assert settings(_args(["--mask", "causal-repeat", "--protocol", "choice", "--prompt-form", "qa"]))["mask"] \
+        == "causal-repeat"
+    for mask in ("mas", "causal-repeat"):
+        with pytest.raises(ValueError, match="contradicts"):
+            settings(_args(["--causal", "--mask", mask]))
 
 
 @pytest.mark.real_model

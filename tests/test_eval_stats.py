@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 
-from segmask.eval.run import compare_runs, format_comparison, format_summary, summarize, write_run
+from segmask.eval.run import compare_runs, format_comparison, format_picks, format_summary, summarize, write_run
 from segmask.eval.stats import accuracy, mcnemar_exact, paired_bootstrap, paired_comparison, wilson_interval
 
 
@@ -97,7 +97,8 @@ def test_paired_comparison_counts():
 
 def _run(tmp_path, name, outcomes: dict[str, list[int]]):
     rows = [{"task": t, "index": i, "answer": "x", "prediction": "x" if c else "y", "correct": c,
-             "correct_norm": c} for t, flags in outcomes.items() for i, c in enumerate(flags)]
+             "prediction_norm": "x" if c else "y", "correct_norm": c}
+            for t, flags in outcomes.items() for i, c in enumerate(flags)]
     summary = summarize(rows, list(outcomes), "loglik")
     write_run(tmp_path / name, summary, rows)
     return summary
@@ -121,3 +122,16 @@ def test_compare_run_folders(tmp_path):
         compare_runs(tmp_path / "a", tmp_path / "c")
     with pytest.raises(ValueError, match="not an eval run folder"):
         compare_runs(tmp_path / "a", tmp_path / "missing")
+
+
+def test_pick_histograms_read_the_answers_not_only_the_totals():
+    rows = [{"task": "boolq", "index": i, "answer": a, "prediction": p, "correct": int(a == p)}
+            for i, (a, p) in enumerate([("true", "true"), ("false", "true"), ("false", None), ("true", "true")])]
+    entry = summarize(rows, ["boolq"], "generate")["tasks"]["boolq"]
+    assert entry["answers"] == {"true": 2, "false": 2}
+    assert entry["picks"] == {"true": 3, "none": 1} and "picks_norm" not in entry
+    summary = summarize(rows, ["boolq"], "generate")
+    assert format_picks(summary).splitlines()[1].split() == ["boolq", "true", "3", "(2)", "false", "0", "(2)",
+                                                              "none", "1", "(0)"]
+    with pytest.raises(ValueError, match="acc_norm: loglik and choice only"):
+        format_picks(summary, "acc_norm")

@@ -1,11 +1,12 @@
-"""``segmask eval``: commonsense benchmarks under MAS or causal prefill, generative or log-likelihood.
+"""``segmask eval``: commonsense benchmarks under MAS, causal or causal-repeat prefill, three protocols.
 
     segmask eval --data-dir ../shared/data/commonsense --tasks boolq,piqa --limit 100 --protocol loglik --out runs/a
     segmask eval --adapter out/mas/adapter --limit 200 --out runs/mas      # mask and prompt form from segmask.json
     segmask eval --protocol generate --num-beams 1 --mask causal ...      # greedy, causal prefill
+    segmask eval --protocol choice --mask causal-repeat --option-order before ...   # option texts scored
 
-Prints the per-task table (accuracy, Wilson 95% CI) and writes ``predictions.jsonl`` and ``summary.json`` under
-``--out``. Compare two runs on the same examples with ``segmask compare``.
+Prints the per-task table (accuracy, Wilson 95% CI) and the pick distribution, and writes ``predictions.jsonl`` and
+``summary.json`` under ``--out``. Compare two runs on the same examples with ``segmask compare``.
 """
 
 from __future__ import annotations
@@ -16,18 +17,24 @@ from . import add_model_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="benchmark accuracy (generate or loglik) under MAS or causal prefill")
+    p = sub.add_parser("eval", help="benchmark accuracy (generate, loglik or choice) under MAS or causal prefill")
     add_model_args(p)
     p.add_argument("--data-dir", required=True, help="folder of task folders holding test.json (LLM-Adapters format)")
     p.add_argument("--tasks", default="all", help="comma-separated task names, or 'all' tasks present in --data-dir")
     p.add_argument("--limit", type=int, default=None, help="examples per task: a fixed random subset (see --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
-    p.add_argument("--protocol", choices=["generate", "loglik"], default="generate",
-                   help="generate: beam search + first answer label (the paper); loglik: score each label")
-    p.add_argument("--mask", choices=["mas", "causal"], default=None,
-                   help="prefill mask (default: the adapter's segmask.json, else mas)")
-    p.add_argument("--prompt-form", choices=["commonsense", "chat"], default=None,
-                   help="prompt form (default: the adapter's segmask.json, else commonsense)")
+    p.add_argument("--protocol", choices=["generate", "loglik", "choice"], default="generate",
+                   help="generate: beam search + first answer label (the paper); loglik: score each label; "
+                        "choice: score each option's text (lm-eval style)")
+    p.add_argument("--mask", choices=["mas", "causal", "causal-repeat"], default=None,
+                   help="prefill mask (default: the adapter's segmask.json, else mas); causal-repeat: the question "
+                        "part twice, causal (a no-training baseline)")
+    p.add_argument("--prompt-form", choices=["commonsense", "chat", "qa"], default=None,
+                   help="prompt form (default: the adapter's segmask.json, else commonsense); qa: lm-eval's "
+                        "'Question: ...\\nAnswer:', protocol choice only")
+    p.add_argument("--option-order", choices=["after", "before"], default=None,
+                   help="options listed after the question (the data's layout) or before it (default: the "
+                        "adapter's training recipe, else after)")
     p.add_argument("--system", default=None, help="system message for the chat prompt form")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-beams", type=int, default=4, help="beams for --protocol generate (1 = greedy)")
@@ -38,23 +45,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def settings(args: argparse.Namespace) -> dict:
-    """Resolve mask, prompt form, system message and base model from the flags and the adapter's segmask.json."""
+    """Resolve mask, prompt form, option order, system message and base model from the flags and the adapter's
+    segmask.json."""
     from ..lora import load_adapter_config
 
     config = load_adapter_config(args.adapter) if args.adapter else {}
-    if args.causal and args.mask == "mas":
-        raise ValueError("--causal contradicts --mask mas")
+    if args.causal and args.mask not in (None, "causal"):
+        raise ValueError(f"--causal contradicts --mask {args.mask}")
     mask = "causal" if args.causal else (args.mask or config.get("mask") or "mas")
     prompt_form = args.prompt_form or config.get("prompt_form") or "commonsense"
-    system = args.system if args.system is not None else (config.get("recipe") or {}).get("system")
+    recipe = config.get("recipe") or {}
+    system = args.system if args.system is not None else recipe.get("system")
+    option_order = args.option_order or recipe.get("option_order") or "after"
     model = args.model
     if args.model == "smollm2-135m-instruct" and config.get("base_model"):
         model = config["base_model"]
-    return {"mask": mask, "prompt_form": prompt_form, "system": system, "model": model}
+    return {"mask": mask, "prompt_form": prompt_form, "option_order": option_order, "system": system, "model": model}
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..eval.run import evaluate, format_summary
+    from ..eval.run import evaluate, format_picks, format_summary
     from ..models import load_model
 
     chosen = settings(args)
@@ -63,12 +73,15 @@ def run(args: argparse.Namespace) -> int:
     summary = evaluate(
         model, tokenizer, args.tasks, args.data_dir, protocol=args.protocol, mask=chosen["mask"], limit=args.limit,
         seed=args.seed, batch_size=args.batch_size, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-        prompt_form=chosen["prompt_form"], system=chosen["system"], out_dir=args.out, progress=not args.no_progress,
+        prompt_form=chosen["prompt_form"], system=chosen["system"], option_order=chosen["option_order"],
+        out_dir=args.out, progress=not args.no_progress,
         meta={"model": chosen["model"], "adapter": args.adapter},
     )
     print(f"model {chosen['model']}" + (f" + adapter {args.adapter}" if args.adapter else "")
-          + f"   protocol {args.protocol}   mask {chosen['mask']}   prompt {chosen['prompt_form']}")
+          + f"   protocol {args.protocol}   mask {chosen['mask']}   prompt {chosen['prompt_form']}"
+          + f"   options {chosen['option_order']}")
     print(format_summary(summary))
+    print(format_picks(summary))
     print(f"{summary['n_examples']} examples in {summary['seconds']:.1f} s ({summary['examples_per_s']:.2f} ex/s)"
           + (f"; wrote {args.out}/summary.json and predictions.jsonl" if args.out else ""))
     return 0

@@ -6,21 +6,25 @@
     >>> print(format_comparison(compare_runs("runs/causal", "runs/mas")))
 
 Modules: ``tasks`` (the task dict, answer extraction, seeded subsets), ``scoring`` (batched generation and
-log-likelihood under MAS or causal prefill), ``stats`` (Wilson CI, paired bootstrap, exact McNemar), ``run``
-(``evaluate``, run folders, ``compare_runs``).
+log-likelihood under MAS, causal or causal-repeat prefill), ``choice`` (option texts as continuations),
+``protocols`` (generate, loglik, choice: records -> prediction rows), ``stats`` (Wilson CI, paired bootstrap,
+exact McNemar), ``run`` (``evaluate``, run folders, pick histograms, ``compare_runs``).
 """
 
-from .run import compare_runs, evaluate, format_comparison, format_summary, load_run
+from .protocols import PROTOCOLS
+from .run import compare_runs, evaluate, format_comparison, format_picks, format_summary, load_run
 from .stats import mcnemar_exact, paired_bootstrap, paired_comparison, wilson_interval
 from .tasks import TASKS, Task, available_tasks, get_task, load_records
 
 __all__ = [
+    "PROTOCOLS",
     "TASKS",
     "Task",
     "available_tasks",
     "compare_runs",
     "evaluate",
     "format_comparison",
+    "format_picks",
     "format_summary",
     "get_task",
     "load_records",

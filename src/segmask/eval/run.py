@@ -7,9 +7,10 @@ two runs example by example.
     >>> print(format_comparison(compare_runs("runs/base-causal", "runs/base-mas")))
 
 An output folder holds ``predictions.jsonl`` (one JSON object per example: task, index, answer, prediction,
-correct, and the generated text or the choice log-probabilities) and ``summary.json`` (settings, per-task accuracy
-with Wilson 95% CIs, the unweighted mean over tasks, timing). With ``limit`` each task is a fixed random subset
-seeded by ``(seed, task)``, so runs of different models, masks and protocols see the same examples.
+correct, and the generated text or the choices' log-probabilities, see ``protocols.py``) and ``summary.json``
+(settings, per-task accuracy with Wilson 95% CIs and pick histograms, the unweighted mean over tasks, timing).
+With ``limit`` each task is a fixed random subset seeded by ``(seed, task)``, so runs of different models, masks
+and protocols see the same examples.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .scoring import MASKS, generate_texts, loglik_request, loglik_scores, pick, prompt_example
+from ..questions import OPTION_ORDERS
+from .protocols import PROTOCOLS, RUNNERS
+from .scoring import MASKS
 from .stats import accuracy, mcnemar_exact, paired_bootstrap, paired_comparison
-from .tasks import Task, load_records, resolve_tasks
+from .tasks import get_task, load_records, resolve_tasks
 
-PROTOCOLS = ("generate", "loglik")
 METRICS = {"acc": "correct", "acc_norm": "correct_norm"}
 """Summary metric -> per-example field holding its 0/1 outcome."""
 
@@ -44,6 +46,7 @@ def evaluate(
     max_new_tokens: int = 32,
     prompt_form: str = "commonsense",
     system: str | None = None,
+    option_order: str = "after",
     out_dir: str | Path | None = None,
     progress: bool = True,
     meta: dict | None = None,
@@ -51,18 +54,21 @@ def evaluate(
     """Evaluate ``model`` on ``tasks`` (names, comma-separated string, or None/"all" for every task with data).
 
     Args:
-        protocol: ``"generate"`` (beam search, first label extracted; ``num_beams=1`` is greedy) or ``"loglik"``.
-        mask: ``"mas"`` (prompt segments bidirectional in prefill; enables MAS on the model for the call) or
-            ``"causal"``.
+        protocol: ``"generate"`` (beam search, first label extracted; ``num_beams=1`` is greedy), ``"loglik"``
+            (score each label) or ``"choice"`` (score each option's text; see ``choice.py``).
+        mask: ``"mas"`` (prompt segments bidirectional in prefill; enables MAS on the model for the call),
+            ``"causal"``, or ``"causal-repeat"`` (the question part twice, causal: a no-training baseline).
         limit: examples per task (a fixed seeded subset); None for all.
         prompt_form: ``"commonsense"`` (the paper's) or ``"chat"`` (with an optional ``system`` message); use the
-            form the adapter was trained with.
+            form the adapter was trained with. The choice protocol also takes ``"qa"`` (lm-eval's
+            ``"Question: ...\\nAnswer:"``, no options listed).
+        option_order: ``"after"`` (the data's layout) or ``"before"``: the options listed before the question.
         out_dir: when given, write ``predictions.jsonl`` and ``summary.json`` there.
         meta: extra settings to record in the summary (e.g. model and adapter names).
 
     Returns:
-        The summary dict: ``tasks`` {name: {acc, ci_low, ci_high, n, correct, (acc_norm ...)}}, ``mean``,
-        ``settings``, ``seconds``, ``examples_per_s``, and ``predictions`` (the per-example rows).
+        The summary dict: ``tasks`` {name: {acc, ci_low, ci_high, n, correct, picks, answers, (acc_norm ...)}},
+        ``mean``, ``settings``, ``seconds``, ``examples_per_s``, and ``predictions`` (the per-example rows).
     """
     from ..hf import disable, enable, is_enabled
 
@@ -70,6 +76,10 @@ def evaluate(
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if mask not in MASKS:
         raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+    if option_order not in OPTION_ORDERS:
+        raise ValueError(f"option_order must be one of {OPTION_ORDERS}, got {option_order!r}")
+    if prompt_form == "qa" and protocol != "choice":
+        raise ValueError(f"prompt form 'qa' lists no labels: use it with protocol 'choice', not {protocol!r}")
     task_list = resolve_tasks(tasks, data_dir)
     records = {t.name: load_records(t, data_dir, limit=limit, seed=seed) for t in task_list}
     was_enabled = is_enabled(model)
@@ -78,23 +88,21 @@ def evaluate(
     bar = _progress(sum(map(len, records.values())), progress)
     start = time.perf_counter()
     rows: list[dict] = []
+    kwargs = {"mask": mask, "prompt_form": prompt_form, "system": system, "option_order": option_order,
+              "batch_size": batch_size, "on_batch": bar.update}
+    if protocol == "generate":
+        kwargs.update(num_beams=num_beams, max_new_tokens=max_new_tokens)
     try:
         for task in task_list:
             bar.set_description(task.name)
-            kwargs = {"mask": mask, "prompt_form": prompt_form, "system": system, "batch_size": batch_size,
-                      "on_batch": bar.update}
-            if protocol == "generate":
-                rows += _run_generate(model, tokenizer, task, records[task.name], num_beams=num_beams,
-                                      max_new_tokens=max_new_tokens, **kwargs)
-            else:
-                rows += _run_loglik(model, tokenizer, task, records[task.name], **kwargs)
+            rows += RUNNERS[protocol](model, tokenizer, task, records[task.name], **kwargs)
     finally:
         bar.close()
         if mask == "mas" and not was_enabled:
             disable(model)
     seconds = time.perf_counter() - start
     settings = {"protocol": protocol, "mask": mask, "limit": limit, "seed": seed, "batch_size": batch_size,
-                "prompt_form": prompt_form, "system": system, **(meta or {})}
+                "prompt_form": prompt_form, "system": system, "option_order": option_order, **(meta or {})}
     if protocol == "generate":
         settings.update(num_beams=num_beams, max_new_tokens=max_new_tokens)
     summary = summarize(rows, [t.name for t in task_list], protocol)
@@ -111,40 +119,11 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="ex", disable=not enabled, dynamic_ncols=True)
 
 
-def _run_generate(model, tokenizer, task: Task, records: list[dict], *, mask, prompt_form, system, batch_size,
-                  on_batch, num_beams, max_new_tokens) -> list[dict]:
-    prompts = [prompt_example(tokenizer, r, mask=mask, prompt_form=prompt_form, system=system) for r in records]
-    texts = generate_texts(model, tokenizer, prompts, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                           batch_size=batch_size, on_batch=on_batch)
-    rows = []
-    for record, text in zip(records, texts):
-        prediction = task.extract(text)
-        rows.append({"task": task.name, "index": record["index"], "answer": record["answer"],
-                     "prediction": prediction, "correct": int(prediction == record["answer"]), "output": text})
-    return rows
-
-
-def _run_loglik(model, tokenizer, task: Task, records: list[dict], *, mask, prompt_form, system, batch_size,
-                on_batch) -> list[dict]:
-    choices = [task.choices(r) for r in records]
-    requests = [loglik_request(tokenizer, r, c, mask=mask, prompt_form=prompt_form, system=system)
-                for r, c in zip(records, choices)]
-    scores = loglik_scores(model, tokenizer, [ctx for ctx, _ in requests], [conts for _, conts in requests],
-                           batch_size=batch_size, on_batch=on_batch)
-    rows = []
-    for record, offered, logps in zip(records, choices, scores):
-        best = offered[pick(logps)]
-        best_norm = offered[pick(logps, [len(" " + c) for c in offered])]
-        rows.append({"task": task.name, "index": record["index"], "answer": record["answer"], "prediction": best,
-                     "correct": int(best == record["answer"]), "prediction_norm": best_norm,
-                     "correct_norm": int(best_norm == record["answer"]), "choices": list(offered),
-                     "logprobs": [round(x, 5) for x in logps]})
-    return rows
-
-
 def summarize(rows: list[dict], task_names: Sequence[str], protocol: str) -> dict:
-    """Per-task accuracy (and acc_norm for loglik) with Wilson 95% CIs, and the unweighted mean over tasks."""
-    metrics = ["acc", "acc_norm"] if protocol == "loglik" else ["acc"]
+    """Per-task accuracy (and acc_norm for loglik and choice) with Wilson 95% CIs, the unweighted mean over tasks,
+    and per task the histograms ``answers`` (gold labels), ``picks`` (labels predicted; ``"none"`` for a
+    generation naming none) and ``picks_norm`` (acc_norm's picks), in label order."""
+    metrics = ["acc"] if protocol == "generate" else ["acc", "acc_norm"]
     tasks: dict[str, dict] = {}
     for name in task_names:
         task_rows = [r for r in rows if r["task"] == name]
@@ -158,9 +137,21 @@ def summarize(rows: list[dict], task_names: Sequence[str], protocol: str) -> dic
                               f"{metric}_ci_high": stats["ci_high"]})
         if protocol == "generate":
             entry["no_answer"] = sum(r["prediction"] is None for r in task_rows)
+        entry["answers"] = _histogram(name, [r["answer"] for r in task_rows])
+        entry["picks"] = _histogram(name, [r["prediction"] for r in task_rows])
+        if "acc_norm" in metrics:
+            entry["picks_norm"] = _histogram(name, [r["prediction_norm"] for r in task_rows])
         tasks[name] = entry
     mean = {m: sum(tasks[n][m] for n in task_names) / len(task_names) for m in metrics} if task_names else {}
     return {"protocol": protocol, "tasks": tasks, "mean": mean, "n_examples": len(rows)}
+
+
+def _histogram(task: str, labels: Sequence[str | None]) -> dict[str, int]:
+    """Counts of each label: the task's labels in their order, then any other value, then ``"none"`` (None)."""
+    known = [label for label in get_task(task).labels if label in labels]
+    other = [x for x in dict.fromkeys(labels) if x is not None and x not in known]
+    counts = {label: labels.count(label) for label in [*known, *other]}
+    return {**counts, **({"none": labels.count(None)} if None in labels else {})}
 
 
 def write_run(out_dir: str | Path, summary: dict, rows: list[dict]) -> None:
@@ -224,7 +215,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, metric: str = "acc", n
 
 def format_summary(summary: dict) -> str:
     """Plain-text table of a summary: one row per task plus the mean."""
-    loglik = summary["protocol"] == "loglik"
+    loglik = summary["protocol"] != "generate"
     head = f"{'task':<15}{'n':>6}{'acc':>8}  {'95% CI':<15}" + (f"{'acc_norm':>9}" if loglik else f"{'no-ans':>8}")
     lines = [head, "-" * len(head)]
     for name, t in summary["tasks"].items():
@@ -234,6 +225,22 @@ def format_summary(summary: dict) -> str:
     mean = summary["mean"]
     lines.append(f"{'mean':<15}{summary['n_examples']:>6d}{mean['acc']:>8.3f}  {'':<15}"
                  + (f"{mean['acc_norm']:>9.3f}" if loglik else ""))
+    return "\n".join(lines)
+
+
+def format_picks(summary: dict, metric: str = "acc") -> str:
+    """Plain-text pick distribution per task: each label's count among the predictions and, in parentheses, among
+    the gold answers. A model that always picks one label shows it here, whatever its accuracy."""
+    key = "picks" if metric == "acc" else "picks_norm"
+    lines = [f"picks ({metric}) per task, gold answers in parentheses"]
+    for name, t in summary["tasks"].items():
+        if key not in t:
+            raise ValueError(f"summary has no {key!r} for task {name!r} (acc_norm: loglik and choice only)")
+        labels = [*t["answers"], *(x for x in t[key] if x not in t["answers"])]
+        order = {label: i for i, label in enumerate((*get_task(name).labels, "none"))}
+        labels.sort(key=lambda x: order.get(x, len(order) - 1))
+        cells = [f"{label} {t[key].get(label, 0)} ({t['answers'].get(label, 0)})" for label in labels]
+        lines.append(f"{name:<15}" + "  ".join(cells))
     return "\n".join(lines)
 
 

@@ -2,6 +2,10 @@
 
 Notation: B prompts in a batch, R = (prompt, choice) rows, P padded prompt length, M longest continuation, V vocab.
 
+Masks (``MASKS``): ``"mas"`` keeps the prompt's segments bidirectional in prefill; ``"causal"`` prefills the same
+tokens causally; ``"causal-repeat"`` is the no-training baseline that gives a causal model look-ahead by reading
+the prompt's segments (the question part) twice, causally, before the causal tail (``mask_pieces``).
+
 Generative (the paper's protocol): the prompt is prefilled (under MAS when ``segment_ids`` are kept), then
 ``generate`` decodes causally with beam search (``num_beams=1`` is greedy); the caller extracts the first label.
 
@@ -11,7 +15,7 @@ prefilled once per prompt (MAS segments bidirectional, the prefix causal), its K
 the continuation tokens are scored causally. ``acc`` picks the highest summed log-probability, ``acc_norm`` the
 highest log-probability per character of the continuation, as lm-eval does. With these label continuations most
 tasks offer labels of equal length (``answer1``..``answer5``), so acc_norm differs from acc only where lengths differ
-(boolq's " true"/" false").
+(boolq's " true"/" false"). The choice protocol (``choice.py``) scores option texts with the same function.
 
     >>> prompt = prompt_example(tokenizer, record, mask="mas")
     >>> texts = generate_texts(model, tokenizer, [prompt], num_beams=4, max_new_tokens=32)
@@ -28,24 +32,30 @@ import torch
 
 from ..chat import chat_pieces
 from ..masks import CAUSAL
-from ..segments import Example, Piece, collate, encode_pieces, position_ids_from_attention_mask
-from ..templates import commonsense_pieces
+from ..segments import IGNORE_INDEX, Example, Piece, collate, encode_pieces, position_ids_from_attention_mask
+from ..questions import OPTION_ORDERS, rewrite_record
+from ..templates import ANSWER_LEAD, commonsense_pieces
 
-LOGLIK_PREFIX = "the correct answer is"
+LOGLIK_PREFIX = ANSWER_LEAD
 """Causal text after the response header that the log-likelihood continuations extend (as in ``output``)."""
 
 PROMPT_FORMS = ("commonsense", "chat")
-MASKS = ("mas", "causal")
+MASKS = ("mas", "causal", "causal-repeat")
 
 
 def prompt_pieces(tokenizer: Any, record: Mapping[str, Any], prompt_form: str = "commonsense",
-                  system: str | None = None) -> list[Piece]:
+                  system: str | None = None, option_order: str = "after") -> list[Piece]:
     """The prompt of an LLM-Adapters record as pieces, without the answer (the same prompts training uses).
 
     ``"commonsense"``: the paper's form (system segment, instruction segment, causal ``### Response:`` tail).
     ``"chat"``: the model's chat template: an optional ``system`` message, then one user message (instruction, then
     the input after a blank line), then the generation prompt.
+    ``option_order="before"`` lists the record's options before its question (``questions.rewrite_record``).
     """
+    if option_order not in OPTION_ORDERS:
+        raise ValueError(f"option_order must be one of {OPTION_ORDERS}, got {option_order!r}")
+    if option_order != "after":
+        record = rewrite_record(record, option_order=option_order)
     if prompt_form == "commonsense":
         return commonsense_pieces(record)
     if prompt_form == "chat":
@@ -55,38 +65,72 @@ def prompt_pieces(tokenizer: Any, record: Mapping[str, Any], prompt_form: str = 
     raise ValueError(f"prompt_form must be one of {PROMPT_FORMS}, got {prompt_form!r}")
 
 
-def _apply_mask(example: Example, mask: str) -> Example:
+def mask_pieces(pieces: Sequence[Piece], mask: str) -> list[Piece]:
+    """The prompt pieces as ``mask`` prefills them.
+
+    ``"mas"``: unchanged. ``"causal"``: every piece causal (the same tokens). ``"causal-repeat"``: every piece
+    causal, and the pieces up to the last segment (the question part) once more before the causal tail, so the
+    second copy of the question is read with the whole question in view.
+    """
     if mask not in MASKS:
         raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+    if mask == "mas":
+        return list(pieces)
+    causal = [Piece(p.text, label=p.label) for p in pieces]
     if mask == "causal":
-        example.segment_ids = [CAUSAL] * len(example)
-    return example
+        return causal
+    head = max((i + 1 for i, p in enumerate(pieces) if p.segment), default=0)
+    return causal[:head] + causal[:head] + causal[head:]
 
 
 def prompt_example(tokenizer: Any, record: Mapping[str, Any], *, mask: str = "mas",
-                   prompt_form: str = "commonsense", system: str | None = None) -> Example:
-    """Tokenized generation prompt; ``mask="causal"`` turns every segment id to -1 (plain causal prefill)."""
-    return _apply_mask(encode_pieces(tokenizer, prompt_pieces(tokenizer, record, prompt_form, system)), mask)
+                   prompt_form: str = "commonsense", system: str | None = None, option_order: str = "after") -> Example:
+    """Tokenized generation prompt under ``mask`` (see ``mask_pieces``); causal prompts have segment ids -1."""
+    pieces = prompt_pieces(tokenizer, record, prompt_form, system, option_order)
+    return encode_pieces(tokenizer, mask_pieces(pieces, mask))
+
+
+def continuation_ids(tokenizer: Any, context: Sequence[Piece], continuation: Sequence[Piece], *,
+                     where: Any = "?") -> tuple[Example, list[int], int]:
+    """Encode ``context`` pieces, and the token ids that ``continuation`` pieces add after them.
+
+    Returns (context ``Example``, continuation ids, how many leading continuation ids are not scored: those of
+    unlabelled continuation pieces, which must all come before the labelled ones). The continuation is tokenized
+    together with the context; raises ``ValueError`` (naming ``where``) when a token spans the boundary (the
+    context would differ between choices) or when no labelled token follows it.
+    """
+    ctx = encode_pieces(tokenizer, context)
+    full = encode_pieces(tokenizer, [*context, *continuation])
+    n = len(ctx)
+    scored = [lab != IGNORE_INDEX for lab in full.labels[n:]]
+    text = "".join(p.text for p in continuation)
+    if full.input_ids[:n] != ctx.input_ids or not any(scored):
+        raise ValueError(f"record {where}: continuation {text!r} does not tokenize as a continuation of the "
+                         "context (a token spans the boundary)")
+    skip = scored.index(True)
+    if not all(scored[skip:]):
+        raise ValueError(f"record {where}: continuation {text!r} has unscored tokens after scored ones")
+    return ctx, full.input_ids[n:], skip
 
 
 def loglik_request(tokenizer: Any, record: Mapping[str, Any], choices: Sequence[str], *, mask: str = "mas",
-                   prompt_form: str = "commonsense", system: str | None = None) -> tuple[Example, list[list[int]]]:
+                   prompt_form: str = "commonsense", system: str | None = None,
+                   option_order: str = "after") -> tuple[Example, list[list[int]]]:
     """Context example (prompt + ``LOGLIK_PREFIX``) and the token ids of each continuation ``" " + choice``.
 
     Each choice is tokenized together with the context and its tokens are those after the context; raises
     ``ValueError`` when the tokenizer merges across that boundary (the context would differ between choices).
     """
-    pieces = prompt_pieces(tokenizer, record, prompt_form, system) + [Piece(LOGLIK_PREFIX)]
-    context = encode_pieces(tokenizer, pieces)
+    pieces = mask_pieces(prompt_pieces(tokenizer, record, prompt_form, system, option_order), mask)
+    pieces.append(Piece(LOGLIK_PREFIX))
+    if not choices:
+        raise ValueError(f"record {record.get('index', '?')}: no choices to score")
     conts = []
     for choice in choices:
-        full = encode_pieces(tokenizer, pieces + [Piece(" " + choice, label=True)])
-        n = len(context)
-        if full.input_ids[:n] != context.input_ids or len(full) == n:
-            raise ValueError(f"record {record.get('index', '?')}: choice {choice!r} does not tokenize as a "
-                             "continuation of the context (a token spans the boundary)")
-        conts.append(full.input_ids[n:])
-    return _apply_mask(context, mask), conts
+        context, ids, _ = continuation_ids(tokenizer, pieces, [Piece(" " + choice, label=True)],
+                                           where=record.get("index", "?"))
+        conts.append(ids)
+    return context, conts
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -155,6 +199,7 @@ def loglik_scores(
     contexts: Sequence[Example],
     continuations: Sequence[Sequence[Sequence[int]]],
     *,
+    skip: Sequence[Sequence[int]] | None = None,
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[list[float]]:
@@ -163,22 +208,27 @@ def loglik_scores(
     Args:
         contexts: one tokenized context per prompt (segment ids set for MAS, all -1 for causal).
         continuations: for prompt i, a list of token-id lists (each non-empty) to score after context i.
+        skip: ``skip[i][c]`` leading tokens of continuation c are fed but not scored (winogrande's option, before
+            the scored rest of the sentence); default 0.
         batch_size: prompts per forward (each brings all its choices to the second forward).
 
     Returns:
-        ``scores[i][c]`` = sum over continuation c's tokens t of log p(t | context i, earlier tokens of c).
+        ``scores[i][c]`` = sum over continuation c's scored tokens t of log p(t | context i, earlier tokens of c).
     """
     if len(contexts) != len(continuations):
         raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuation lists")
+    skip = skip if skip is not None else [[0] * len(conts) for conts in continuations]
     for i, conts in enumerate(continuations):
         if not conts or any(len(c) == 0 for c in conts):
             raise ValueError(f"prompt {i}: needs at least one choice and every continuation needs tokens")
+        if len(skip[i]) != len(conts) or any(not 0 <= k < len(c) for k, c in zip(skip[i], conts)):
+            raise ValueError(f"prompt {i}: skip {list(skip[i])} must leave every continuation a scored token")
     scores: list[list[float]] = [[] for _ in contexts]
     pad = _pad_id(tokenizer)
     device = _device(model)
     for idx in _batches(contexts, batch_size):
         batch = collate([contexts[i] for i in idx], pad_token_id=pad, padding_side="left", with_labels=False)
-        rows = [(b, cont) for b, i in enumerate(idx) for cont in continuations[i]]
+        rows = [(b, cont, k) for b, i in enumerate(idx) for cont, k in zip(continuations[i], skip[i])]
         logps = _score_batch(model, _model_inputs(batch, device), rows, pad)
         k = 0
         for i in idx:
@@ -189,9 +239,11 @@ def loglik_scores(
     return scores
 
 
-def _score_batch(model: torch.nn.Module, inputs: dict[str, torch.Tensor], rows: list[tuple[int, Sequence[int]]],
-                 pad: int) -> list[float]:
-    """Prefill the [B, P] contexts once, repeat the cache per row, score each row's continuation causally."""
+def _score_batch(model: torch.nn.Module, inputs: dict[str, torch.Tensor],
+                 rows: list[tuple[int, Sequence[int], int]], pad: int) -> list[float]:
+    """Prefill the [B, P] contexts once, repeat the cache per row, score each row's continuation causally.
+
+    A row is (context index b, continuation ids, number of leading ids not scored)."""
     from transformers import DynamicCache
 
     mask = inputs["attention_mask"]
@@ -200,21 +252,22 @@ def _score_batch(model: torch.nn.Module, inputs: dict[str, torch.Tensor], rows: 
     out = model(**inputs, position_ids=position_ids_from_attention_mask(mask), past_key_values=cache,
                 use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]: next token after each context
-    which = torch.tensor([b for b, _ in rows], device=device)
-    first_ids = torch.tensor([cont[0] for _, cont in rows], device=device)
-    total = first[which, first_ids]  # [R]
-    longest = max(len(cont) for _, cont in rows)
+    which = torch.tensor([b for b, _, _ in rows], device=device)
+    first_ids = torch.tensor([cont[0] for _, cont, _ in rows], device=device)
+    scored_first = torch.tensor([k == 0 for _, _, k in rows], device=device)
+    total = torch.where(scored_first, first[which, first_ids], 0.0)  # [R]
+    longest = max(len(cont) for _, cont, _ in rows)
     if longest > 1:
         # Feed tokens 0..m-2 of each continuation (right padded) on top of the context cache; they predict 1..m-1.
         width = longest - 1
         feed = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
         target = torch.zeros((len(rows), width), dtype=torch.long, device=device)
         real = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-        for r, (_, cont) in enumerate(rows):
+        for r, (_, cont, k) in enumerate(rows):
             n = len(cont) - 1
             feed[r, :n] = torch.tensor(cont[:-1], device=device)
             target[r, :n] = torch.tensor(cont[1:], device=device)
-            real[r, :n] = 1
+            real[r, max(k - 1, 0):n] = 1  # target j + 1 is scored when j + 1 >= k
         cache.batch_select_indices(which)
         full_mask = torch.cat([mask[which], torch.ones_like(feed)], dim=1)
         positions = mask[which].sum(-1, keepdim=True) + torch.arange(width, device=device)[None]
