@@ -148,3 +148,28 @@ def test_real_train_sets_encode_within_the_cutoff(tok, data_dir):
     examples, stats = prepare(tok, rows, cutoff=256)
     assert stats.kept + stats.dropped == 200 and stats.kept >= 190
     assert all(labelled_text(tok, e).startswith("the correct answer is") for e in examples)
+
+
+ARC_RECORD = {"instruction": "Please choose the correct answer to the question: Where do fish live?\n\nAnswer1: in "
+                             "trees Answer2: in water\n\nAnswer format: answer1/answer2", "input": "",
+              "output": "the correct answer is answer2", "answer": "answer2"}
+
+
+def test_answer_form_text_and_options_before(tok):
+    ex = encode_record(tok, ARC_RECORD, answer_form="text", option_order="before")
+    assert labelled_text(tok, ex) == "the correct answer is in water" + tok.eos_token
+    instruction = tok.decode([t for t, s in zip(ex.input_ids, ex.segment_ids) if s == 1])
+    assert instruction == ("### Instruction:\nAnswer1: in trees Answer2: in water\n\nPlease choose the correct answer "
+                           "to the question: Where do fish live?\n\nAnswer format: answer1/answer2\n\n")
+    default = encode_record(tok, ARC_RECORD)
+    assert labelled_text(tok, default) == "the correct answer is answer2" + tok.eos_token
+    chat = encode_record(tok, ARC_RECORD, form="chat", answer_form="text")
+    assert labelled_text(tok, chat).startswith("the correct answer is in water")
+    examples, _ = prepare(tok, [ARC_RECORD], answer_form="text")
+    assert examples[0].input_ids == encode_record(tok, ARC_RECORD, answer_form="text").input_ids
+    messages = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "answer1"}]}
+    assert labelled_text(tok, encode_record(tok, messages, answer_form="text")).startswith("answer1")  # as it is
+    with pytest.raises(ValueError, match="sample 3 .*not a commonsense multiple-choice layout"):
+        encode_record(tok, {"instruction": "Add 2 and 3.", "output": "5"}, answer_form="text", index=3)
+    with pytest.raises(ValueError, match="answer_form must be one of"):
+        encode_record(tok, ARC_RECORD, answer_form="letter")

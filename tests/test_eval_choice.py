@@ -151,6 +151,21 @@ def test_scores_match_hand_computed_reference(tok, models, mask, form):
                                    atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("record", [ARC, WINO, BOOLQ])
+@pytest.mark.parametrize("order", ["after", "before"])
+def test_text_answer_training_targets_are_the_scored_continuations(tok, record, order):
+    """``segmask train --answer-form text`` trains exactly the tokens choice scores for the correct option."""
+    from segmask.data import encode_record
+
+    example = encode_record(tok, {**record, "output": "unused"}, answer_form="text", option_order=order)
+    request = choice_request(tok, record, option_order=order)
+    n, gold = len(request.context), request.question.index(record["answer"])
+    cont = request.continuations[gold]
+    assert example.input_ids[:n] == request.context.input_ids
+    assert example.input_ids[n:n + len(cont)] == cont
+    assert example.input_ids[n + len(cont):] == [tok.eos_token_id]
+
+
 def test_skip_is_validated(tok, models):
     request = choice_request(tok, ARC)
     with pytest.raises(ValueError, match="must leave every continuation a scored token"):

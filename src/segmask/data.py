@@ -9,8 +9,11 @@ Two row formats are read:
 LLM-Adapters records are rendered in one of two prompt forms: ``"commonsense"`` (the paper's prompt: system
 sentence segment, instruction segment, causal ``### Response:`` tail, see ``templates``) or ``"chat"`` (the model's
 chat template: the instruction as one user segment, the output as the assistant answer). Chat rows always use the
-chat template. Labels cover the answer only (prompt labels are ``IGNORE_INDEX``: under MAS, loss on prompt tokens
-would leak the segment's future).
+chat template. For commonsense multiple-choice records, ``answer_form="text"`` trains the answer by content ("the
+correct answer is {option text}", winogrande: the filled-in sentence) instead of its label, as the ``choice``
+eval protocol scores it, and ``option_order="before"`` lists the options before the question
+(``questions.rewrite_record``); chat rows are used as they are. Labels cover the answer only (prompt labels are
+``IGNORE_INDEX``: under MAS, loss on prompt tokens would leak the segment's future).
 
 Cutoff rule (``cutoff`` tokens per example): a segment is never cut. An example longer than the cutoff keeps its
 first ``cutoff`` tokens only if everything cut off is causal (the answer tail, or the causal header before it) and
@@ -31,6 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .chat import chat_example
 from .masks import CAUSAL
+from .questions import ANSWER_FORMS, OPTION_ORDERS, rewrite_record
 from .segments import IGNORE_INDEX, Batch, Example, collate
 from .templates import encode_commonsense
 
@@ -96,12 +100,19 @@ def record_to_messages(record: Mapping[str, Any], system: str | None = None) -> 
 
 
 def encode_record(
-    tokenizer: Any, record: Mapping[str, Any], *, form: str = "commonsense", system: str | None = None, index: int = 0
+    tokenizer: Any, record: Mapping[str, Any], *, form: str = "commonsense", system: str | None = None, index: int = 0,
+    answer_form: str = "label", option_order: str = "after",
 ) -> Example:
-    """One training row -> ``Example`` with answer-only labels (see the module docstring for the forms)."""
+    """One training row -> ``Example`` with answer-only labels (see the module docstring for the forms, the answer
+    form and the option order)."""
     if form not in PROMPT_FORMS:
         raise ValueError(f"unknown prompt form {form!r} (expected one of {PROMPT_FORMS})")
+    if answer_form not in ANSWER_FORMS or option_order not in OPTION_ORDERS:
+        raise ValueError(f"answer_form must be one of {ANSWER_FORMS} and option_order one of {OPTION_ORDERS}, got "
+                         f"{answer_form!r} and {option_order!r}")
     try:
+        if "messages" not in record:
+            record = rewrite_record(record, option_order=option_order, answer_form=answer_form)
         if "messages" in record:
             messages = record["messages"]
             if not messages or messages[-1].get("role") != "assistant":
@@ -159,14 +170,18 @@ def prepare(
     form: str = "commonsense",
     cutoff: int = 256,
     system: str | None = None,
+    answer_form: str = "label",
+    option_order: str = "after",
 ) -> tuple[list[Example], PrepareStats]:
-    """Encode rows and apply the cutoff rule; returns the kept examples and the counts."""
+    """Encode rows (``encode_record``) and apply the cutoff rule; returns the kept examples and the counts."""
     if cutoff < 1:
         raise ValueError(f"cutoff must be a positive number of tokens, got {cutoff}")
     stats, kept = PrepareStats(), []
     for i, record in enumerate(records):
         stats.rows += 1
-        example = fit_cutoff(encode_record(tokenizer, record, form=form, system=system, index=i), cutoff)
+        example = encode_record(tokenizer, record, form=form, system=system, index=i, answer_form=answer_form,
+                                option_order=option_order)
+        example = fit_cutoff(example, cutoff)
         if example is None:
             stats.dropped += 1
             continue

@@ -20,6 +20,7 @@ from typing import Any
 
 from .data import PROMPT_FORMS, ExampleDataset, SegmentCollator, load_records, mix, prepare
 from .lora import MASKS, LoraSettings, save_adapter, settings_dict
+from .questions import ANSWER_FORMS, OPTION_ORDERS
 
 LOSS_CURVE = "loss_curve.json"
 
@@ -34,6 +35,10 @@ class TrainConfig:
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "embedded name, HF id or local path"})
     prompt_form: str = field(default="commonsense", metadata={"help": "commonsense or chat"})
     system: str | None = field(default=None, metadata={"help": "system message for the chat form"})
+    answer_form: str = field(default="label", metadata={
+        "help": "label (the data's 'the correct answer is answer3') or text (the option's text, as eval's choice "
+                "protocol scores it)"})
+    option_order: str = field(default="after", metadata={"help": "commonsense options after or before the question"})
     cutoff: int = field(default=256, metadata={"help": "max tokens per example (segments are never cut)"})
     max_examples: int | None = field(default=None, metadata={"help": "keep this many mixed rows (None: all)"})
     epochs: float = 1.0
@@ -64,6 +69,10 @@ class TrainConfig:
             raise ValueError(f"mask must be one of {MASKS}, got {self.mask!r}")
         if self.prompt_form not in PROMPT_FORMS:
             raise ValueError(f"prompt_form must be one of {PROMPT_FORMS}, got {self.prompt_form!r}")
+        if self.answer_form not in ANSWER_FORMS:
+            raise ValueError(f"answer_form must be one of {ANSWER_FORMS}, got {self.answer_form!r}")
+        if self.option_order not in OPTION_ORDERS:
+            raise ValueError(f"option_order must be one of {OPTION_ORDERS}, got {self.option_order!r}")
         for name in ("batch_size", "grad_accum", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -119,7 +128,8 @@ def _trainer_callback():
 def build_data(cfg: TrainConfig, tokenizer: Any):
     """Mixed, shuffled, encoded training examples and the ``PrepareStats``."""
     rows = mix([load_records(p) for p in cfg.data], seed=cfg.seed, limit=cfg.max_examples)
-    return prepare(tokenizer, rows, form=cfg.prompt_form, cutoff=cfg.cutoff, system=cfg.system)
+    return prepare(tokenizer, rows, form=cfg.prompt_form, cutoff=cfg.cutoff, system=cfg.system,
+                   answer_form=cfg.answer_form, option_order=cfg.option_order)
 
 
 def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:

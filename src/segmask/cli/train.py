@@ -24,6 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flex_attention"])
     p.add_argument("--prompt-form", default="commonsense", choices=["commonsense", "chat"])
     p.add_argument("--system", default=None, help="system message for LLM-Adapters rows in the chat form")
+    p.add_argument("--answer-form", default="label", choices=["label", "text"],
+                   help="train 'the correct answer is answer3' (label) or the option's text (text: what eval's "
+                        "choice protocol scores)")
+    p.add_argument("--option-order", default="after", choices=["after", "before"],
+                   help="list commonsense options after the question (the data's layout) or before it")
     p.add_argument("--cutoff", type=int, default=256, help="max tokens per example; segments are never cut")
     p.add_argument("--max-examples", type=int, default=None, help="keep this many mixed rows")
     p.add_argument("--epochs", type=float, default=1.0)
@@ -57,7 +62,8 @@ def config_from_args(args: argparse.Namespace):
                         target_modules=args.lora_targets)
     return TrainConfig(
         data=args.data, output_dir=args.out, mask=args.mask, model=args.model, prompt_form=args.prompt_form,
-        system=args.system, cutoff=args.cutoff, max_examples=args.max_examples, epochs=args.epochs,
+        system=args.system, answer_form=args.answer_form, option_order=args.option_order, cutoff=args.cutoff,
+        max_examples=args.max_examples, epochs=args.epochs,
         max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
         warmup_steps=args.warmup_steps, seed=args.seed, lora=lora, dtype=args.dtype, attn=args.attn,
         logging_steps=args.logging_steps, save_steps=args.save_steps, resume=args.resume,
