@@ -280,7 +280,8 @@ def _apply_mas(module: torch.nn.Module, segment_ids: torch.Tensor, kwargs: dict)
     if attention_mask is not None and attention_mask.ndim != 2:
         raise ValueError("segment_ids needs a 2-D attention_mask (or none); got a prepared mask of "
                          f"{attention_mask.ndim} dims")
-    past_key_values = kwargs.get("past_key_values")
+    # transformers >= 5.2x names the decoder's cache argument `cache` (`past_key_values` before)
+    past_key_values = kwargs.get("cache") if kwargs.get("cache") is not None else kwargs.get("past_key_values")
     past = _past_length(past_key_values)
     if past >= segment_ids.shape[1]:
         return  # decode steps after the prompt: causal tokens, the vanilla path bit for bit
