@@ -231,3 +231,24 @@ def test_chat_template_with_an_open_assistant_prefix(env):
     assert text.endswith("The colour is") and "".join(p.text for p in pieces) == text
     assert [p.segment for p in pieces][-2:] == [False, False] and pieces[-1].text == "The colour is"
     assert any(p.segment and "Pick a colour." in p.text for p in pieces)
+
+
+def test_question_segments_keep_the_answer_lead_in_causal(env, monkeypatch):
+    """``segments=question``: the context's last line ("Answer:") is causal, the lines before it one segment; every
+    log-likelihood (scored from one shared prefill per question) matches the dense reference."""
+    from segmask import disable
+    from segmask.lmeval import SegmaskLM
+
+    _, _, model, tokenizer = env
+    lm = SegmaskLM(model, tokenizer=tokenizer, segments="question")
+    try:
+        pieces = lm.context_pieces("Passage.\nQuestion: Is ice cold?\nAnswer:")
+        assert [(p.text, p.segment) for p in pieces] == [("Passage.\nQuestion: Is ice cold?\n", True),
+                                                         ("Answer:", False)]
+        assert [(p.text, p.segment) for p in lm.context_pieces("no newline")] == [("no newline", True)]
+    finally:
+        disable(model)
+    out = evaluate(env, ["segmask_tiny_mc"], monkeypatch, model_args={"segments": "question", "batch_size": 2})
+    lead = len(tokenizer("Answer:", add_special_tokens=False)["input_ids"])
+    check_samples(out["samples"]["segmask_tiny_mc"], model, tokenizer,
+                  lambda ctx: [0] * (len(ctx) - lead) + [-1] * lead)

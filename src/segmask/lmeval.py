@@ -14,13 +14,19 @@ Model arguments (``--model_args``):
     adapter      LoRA adapter folder; its ``segmask.json`` sets the default ``mask``
     mask         ``mas`` (default) or ``causal``
     segments     how a plain (non chat-template) context is cut: ``context`` = the whole context is one segment
-                 (default), ``split`` = one segment per ``delimiter``-separated part (few-shot examples)
+                 (default), ``split`` = one segment per ``delimiter``-separated part (few-shot examples),
+                 ``question`` = the context's last line (the answer lead-in, ``Answer:`` in lm-eval's ARC, PIQA,
+                 BoolQ prompts) causal and everything before it one segment, as ``segmask eval --protocol choice``
+                 prefills its ``qa`` prompt
     delimiter    separator for ``segments=split`` (default: two newlines, lm-eval's few-shot delimiter)
     dtype, attn_implementation, device, batch_size, max_length, max_gen_toks
 
 With ``--apply_chat_template`` each system/user message of the rendered chat is its own segment, exactly as
 ``segmask.encode_chat`` cuts it. ``loglikelihood_rolling`` (perplexity) is always causal: every token of the text
 is scored, so no token may see a later one.
+
+Log-likelihood requests that share a context (the options of one multiple-choice question) are scored from one
+prefill of that context: its KV cache is repeated for every continuation (``segmask.eval.scoring``).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from .masks import CAUSAL
 from .segments import Example, Piece, collate, encode_pieces
 
-SEGMENTS = ("context", "split")
+SEGMENTS = ("context", "split", "question")
 
 
 @register_model("segmask")
@@ -115,6 +121,9 @@ class SegmaskLM(LM):
             return self._chat_pieces[context]
         if self.segments == "context":
             return [Piece(context, segment=True)]
+        if self.segments == "question":
+            head, newline, lead = context.rpartition("\n")
+            return [Piece(head + newline, segment=True), Piece(lead)] if newline else [Piece(context, segment=True)]
         parts = context.split(self.delimiter)
         return [Piece(part + (self.delimiter if i < len(parts) - 1 else ""), segment=True)
                 for i, part in enumerate(parts)]
@@ -147,7 +156,7 @@ class SegmaskLM(LM):
             if not cont:
                 raise ValueError(f"continuation {req.args[1]!r} has no tokens")
             rows.append((ctx, cont))
-        results = self._score(rows)
+        results = self._score_shared(rows)
         for req, res in zip(requests, results):
             self.cache_hook.add_partial("loglikelihood", req.args, res)
         return results
@@ -163,6 +172,30 @@ class SegmaskLM(LM):
             out.append(sum(lp for lp, _ in self._score(rows)))
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, out[-1])
         return out
+
+    def _score_shared(self, rows: list[tuple[Example, list[int]]]) -> list[tuple[float, bool]]:
+        """Score rows grouped by context: one prefill per distinct context, its continuations from the KV cache.
+        Rows longer than ``max_length`` take ``_score`` (one forward each, truncated from the left)."""
+        from .eval.scoring import continuation_scores
+
+        groups: dict[tuple, list[int]] = {}
+        long = []
+        for i, (ctx, cont) in enumerate(rows):
+            if len(ctx) + len(cont) > self.max_length:
+                long.append(i)
+            else:
+                groups.setdefault((tuple(ctx.input_ids), tuple(ctx.segment_ids)), []).append(i)
+        results: list[tuple[float, bool] | None] = [None] * len(rows)
+        members = list(groups.values())
+        contexts = [rows[m[0]][0] for m in members]  # causal contexts (mask=causal) have segment ids -1 only
+        scores = continuation_scores(self.model, self.tokenizer, contexts, [[rows[i][1] for i in m] for m in members],
+                                     batch_size=self.batch_size) if members else []
+        for m, got in zip(members, scores):
+            for i, res in zip(m, got):
+                results[i] = res
+        for i, res in zip(long, self._score([rows[i] for i in long]) if long else []):
+            results[i] = res
+        return results  # type: ignore[return-value]
 
     @torch.no_grad()
     def _score(self, rows: list[tuple[Example, list[int]]]) -> list[tuple[float, bool]]:

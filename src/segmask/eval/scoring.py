@@ -192,7 +192,6 @@ def generate_texts(
     return texts
 
 
-@torch.no_grad()
 def loglik_scores(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -215,6 +214,24 @@ def loglik_scores(
     Returns:
         ``scores[i][c]`` = sum over continuation c's scored tokens t of log p(t | context i, earlier tokens of c).
     """
+    scored = continuation_scores(model, tokenizer, contexts, continuations, skip=skip, batch_size=batch_size,
+                                 on_batch=on_batch)
+    return [[logp for logp, _ in row] for row in scored]
+
+
+@torch.no_grad()
+def continuation_scores(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    contexts: Sequence[Example],
+    continuations: Sequence[Sequence[Sequence[int]]],
+    *,
+    skip: Sequence[Sequence[int]] | None = None,
+    batch_size: int = 8,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[tuple[float, bool]]]:
+    """``loglik_scores`` with lm-eval's second answer: ``(log-probability, is_greedy)`` per continuation, where
+    is_greedy says every scored token is the argmax of its position."""
     if len(contexts) != len(continuations):
         raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuation lists")
     skip = skip if skip is not None else [[0] * len(conts) for conts in continuations]
@@ -223,16 +240,16 @@ def loglik_scores(
             raise ValueError(f"prompt {i}: needs at least one choice and every continuation needs tokens")
         if len(skip[i]) != len(conts) or any(not 0 <= k < len(c) for k, c in zip(skip[i], conts)):
             raise ValueError(f"prompt {i}: skip {list(skip[i])} must leave every continuation a scored token")
-    scores: list[list[float]] = [[] for _ in contexts]
+    scores: list[list[tuple[float, bool]]] = [[] for _ in contexts]
     pad = _pad_id(tokenizer)
     device = _device(model)
     for idx in _batches(contexts, batch_size):
         batch = collate([contexts[i] for i in idx], pad_token_id=pad, padding_side="left", with_labels=False)
         rows = [(b, cont, k) for b, i in enumerate(idx) for cont, k in zip(continuations[i], skip[i])]
-        logps = _score_batch(model, _model_inputs(batch, device), rows, pad)
+        results = _score_batch(model, _model_inputs(batch, device), rows, pad)
         k = 0
         for i in idx:
-            scores[i] = logps[k:k + len(continuations[i])]
+            scores[i] = results[k:k + len(continuations[i])]
             k += len(continuations[i])
         if on_batch is not None:
             on_batch(len(idx))
@@ -240,10 +257,11 @@ def loglik_scores(
 
 
 def _score_batch(model: torch.nn.Module, inputs: dict[str, torch.Tensor],
-                 rows: list[tuple[int, Sequence[int], int]], pad: int) -> list[float]:
+                 rows: list[tuple[int, Sequence[int], int]], pad: int) -> list[tuple[float, bool]]:
     """Prefill the [B, P] contexts once, repeat the cache per row, score each row's continuation causally.
 
-    A row is (context index b, continuation ids, number of leading ids not scored)."""
+    A row is (context index b, continuation ids, number of leading ids not scored); returns (summed log-probability
+    of the scored ids, whether each scored id is its position's argmax) per row."""
     from transformers import DynamicCache
 
     mask = inputs["attention_mask"]
@@ -256,26 +274,29 @@ def _score_batch(model: torch.nn.Module, inputs: dict[str, torch.Tensor],
     first_ids = torch.tensor([cont[0] for _, cont, _ in rows], device=device)
     scored_first = torch.tensor([k == 0 for _, _, k in rows], device=device)
     total = torch.where(scored_first, first[which, first_ids], 0.0)  # [R]
+    greedy = ~scored_first | (first[which].argmax(-1) == first_ids)  # [R]
     longest = max(len(cont) for _, cont, _ in rows)
     if longest > 1:
         # Feed tokens 0..m-2 of each continuation (right padded) on top of the context cache; they predict 1..m-1.
         width = longest - 1
         feed = torch.full((len(rows), width), pad, dtype=torch.long, device=device)
         target = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-        real = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        real = torch.zeros((len(rows), width), dtype=torch.bool, device=device)
         for r, (_, cont, k) in enumerate(rows):
             n = len(cont) - 1
             feed[r, :n] = torch.tensor(cont[:-1], device=device)
             target[r, :n] = torch.tensor(cont[1:], device=device)
-            real[r, max(k - 1, 0):n] = 1  # target j + 1 is scored when j + 1 >= k
+            real[r, max(k - 1, 0):n] = True  # target j + 1 is scored when j + 1 >= k
         cache.batch_select_indices(which)
         full_mask = torch.cat([mask[which], torch.ones_like(feed)], dim=1)
         positions = mask[which].sum(-1, keepdim=True) + torch.arange(width, device=device)[None]
         out = model(input_ids=feed, attention_mask=full_mask, position_ids=positions, past_key_values=cache,
                     use_cache=True)
-        logp = torch.log_softmax(out.logits.float(), dim=-1).gather(-1, target[..., None])[..., 0]  # [R, M-1]
-        total = total + (logp * real).sum(-1)
-    return total.tolist()
+        logp_all = torch.log_softmax(out.logits.float(), dim=-1)  # [R, M-1, V]
+        logp = logp_all.gather(-1, target[..., None])[..., 0]  # [R, M-1]
+        total = total + torch.where(real, logp, 0.0).sum(-1)
+        greedy = greedy & ((logp_all.argmax(-1) == target) | ~real).all(-1)
+    return list(zip(total.tolist(), greedy.tolist()))
 
 
 def pick(scores: Sequence[float], lengths: Sequence[int] | None = None) -> int:
