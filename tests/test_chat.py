@@ -157,3 +157,41 @@ def test_batch_moves_and_feeds_models(tok):
     batch = encode_chat(tok, SYSTEM_USER).to("cpu")
     assert set(batch) == {"input_ids", "attention_mask", "segment_ids"}
     assert batch.input_ids.dtype == torch.long
+
+
+@pytest.mark.parametrize("content", ["x\ud800y", "\udfff", "ok \udc80"])
+def test_invalid_unicode_names_the_message(tok, content):
+    conv = [{"role": "system", "content": "fine"}, {"role": "user", "content": content}]
+    with pytest.raises(ValueError, match=r"sample 0, message 1: content is not valid Unicode \(lone surrogate"):
+        encode_chat(tok, conv)
+
+
+def test_final_answer_false_keeps_a_final_assistant_message_as_context(tok):
+    conv = SYSTEM_USER + [{"role": "assistant", "content": "Paris."}]
+    batch = encode_chat(tok, conv, final_answer=False)
+    assert "labels" not in batch
+    assert tok.decode(batch["input_ids"][0]) == tok.apply_chat_template(conv, tokenize=False,
+                                                                         add_generation_prompt=True)
+    assert runs(tok, batch)[1:] == [(1, "<|im_start|>user\nCapital of France?<|im_end|>\n"),
+                                    (-1, "<|im_start|>assistant\nParis.<|im_end|>\n<|im_start|>assistant\n")]
+    # a lone assistant message is context either way: the header follows it once
+    alone = [{"role": "assistant", "content": "Hello there"}]
+    for final_answer in (True, False):
+        ids = encode_chat(tok, alone, final_answer=final_answer)["input_ids"][0]
+        assert tok.decode(ids) == tok.apply_chat_template(alone, tokenize=False, add_generation_prompt=True)
+
+
+def test_a_template_that_refuses_the_conversation_gives_value_error(tok):
+    strict = with_template(tok, "{% if messages[0]['role'] != 'user' %}{{ raise_exception('user first') }}{% endif %}"
+                                "{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    with pytest.raises(ValueError, match="sample 0: the chat template refuses this conversation: user first"):
+        encode_chat(strict, SYSTEM_USER)
+
+
+def test_messages_must_be_a_list(tok):
+    from segmask.chat import validate_messages
+
+    with pytest.raises(ValueError, match="prompts.jsonl:3: messages must be a list"):
+        validate_messages("hello", "prompts.jsonl:3")
+    with pytest.raises(ValueError, match="sample 2, message 0: unknown role 'robot'"):
+        validate_messages([{"role": "robot", "content": ""}], "sample 2")

@@ -3,14 +3,17 @@
 Each system / developer / user / tool message, with its role header and end-of-turn text exactly as the template
 renders it, is one bidirectional segment; assistant messages and the generation prompt are causal. Boundaries come
 from rendering the conversation prefix by prefix (message i's text is what rendering ``messages[:i+1]`` adds to
-``messages[:i]``), so any template works and no token id is hard-coded.
+``messages[:i]``), so any template works and no token id is hard-coded. That is n renderings for n messages, each
+of length up to n: quadratic in the message count (about 0.5 s for 256 short messages on one CPU core); callers
+that take conversations from untrusted clients cap the count (``segmask serve``: ``max_messages``).
 
     >>> batch = encode_chat(tokenizer, [{"role": "system", "content": "Be brief."},
     ...                                 {"role": "user", "content": "Capital of France?"}])
     >>> batch["segment_ids"]   # [1, T]: 0 on the system turn, 1 on the user turn, -1 on "<|im_start|>assistant\\n"
 
 A final assistant message (with ``add_generation_prompt`` off or on) becomes the answer: causal, with ``labels``
-on its content and end-of-turn tokens only.
+on its content and end-of-turn tokens only; with ``final_answer=False`` it is context instead, and the generation
+prompt follows it (what a server continuing the chat needs).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def encode_chat(
     padding_side: str = "left",
     max_length: int | None = None,
     template_kwargs: dict | None = None,
+    final_answer: bool = True,
 ) -> Batch:
     """Encode one conversation or a list of them into a padded ``Batch``.
 
@@ -41,16 +45,20 @@ def encode_chat(
         conversations: a list of ``{"role", "content"}`` messages, or a list of such lists.
         add_generation_prompt: end the prompt with the template's assistant header (causal). Ignored for a
             conversation whose last message is from the assistant: that message is the labelled answer.
+            (A conversation of one assistant message is context, not an answer: the header follows it.)
         padding_side: ``"left"`` (generation) or ``"right"`` (training).
         max_length: raise ``ValueError`` if a conversation is longer (defaults to the tokenizer's limit when sane).
         template_kwargs: extra keyword arguments for ``apply_chat_template`` (e.g. ``enable_thinking``).
+        final_answer: False: a final assistant message is context like any earlier turn, no labels, and
+            ``add_generation_prompt`` opens a new assistant turn after it.
 
     Returns:
         ``Batch`` with ``input_ids``, ``attention_mask``, ``segment_ids`` [B, T] (+ ``labels`` when answers given).
     """
     convs = _as_conversations(conversations)
     examples = [
-        chat_example(tokenizer, conv, add_generation_prompt, template_kwargs=template_kwargs, index=i)
+        chat_example(tokenizer, conv, add_generation_prompt, template_kwargs=template_kwargs, index=i,
+                     final_answer=final_answer)
         for i, conv in enumerate(convs)
     ]
     if max_length is None:
@@ -77,10 +85,12 @@ def chat_example(
     *,
     template_kwargs: dict | None = None,
     index: int = 0,
+    final_answer: bool = True,
 ) -> Example:
     """Encode one conversation (see ``encode_chat``); ``index`` names the sample in error messages."""
     return encode_pieces(tokenizer, chat_pieces(tokenizer, messages, add_generation_prompt,
-                                                template_kwargs=template_kwargs, index=index))
+                                                template_kwargs=template_kwargs, index=index,
+                                                final_answer=final_answer))
 
 
 def chat_pieces(
@@ -90,11 +100,13 @@ def chat_pieces(
     *,
     template_kwargs: dict | None = None,
     index: int = 0,
+    final_answer: bool = True,
 ) -> list[Piece]:
-    """Split the rendered conversation into ``Piece``s: one segment per non-assistant message."""
-    _validate_messages(messages, index)
-    render = _renderer(tokenizer, template_kwargs or {})
-    answer = len(messages) > 1 and messages[-1]["role"] in CAUSAL_ROLES
+    """Split the rendered conversation into ``Piece``s: one segment per non-assistant message (see ``encode_chat``
+    for the arguments). Renders ``len(messages) + 2`` prefixes of the conversation."""
+    validate_messages(messages, f"sample {index}")
+    render = _renderer(tokenizer, template_kwargs or {}, index)
+    answer = final_answer and len(messages) > 1 and messages[-1]["role"] in CAUSAL_ROLES
     prompt_msgs = list(messages[:-1]) if answer else list(messages)
     pieces: list[Piece] = []
     previous = ""
@@ -127,29 +139,42 @@ def chat_pieces(
     return pieces
 
 
-def _validate_messages(messages: Sequence[dict], index: int) -> None:
+def validate_messages(messages: Any, where: str = "sample 0") -> None:
+    """Raise ``ValueError`` starting with ``where`` unless ``messages`` is a non-empty list of
+    ``{"role", "content"}`` dicts with a known role and valid Unicode text (no lone surrogates) as content."""
+    if not isinstance(messages, (list, tuple)):
+        raise ValueError(f"{where}: messages must be a list of {{'role', 'content'}} dicts, "
+                         f"got {type(messages).__name__}")
     if not messages:
-        raise ValueError(f"sample {index}: empty conversation")
+        raise ValueError(f"{where}: empty conversation")
     for j, msg in enumerate(messages):
         if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
-            raise ValueError(f"sample {index}, message {j}: expected a dict with 'role' and 'content', got {msg!r}")
+            raise ValueError(f"{where}, message {j}: expected a dict with 'role' and 'content', got {msg!r:.200}")
         if msg["role"] not in SEGMENT_ROLES + CAUSAL_ROLES:
-            raise ValueError(
-                f"sample {index}, message {j}: unknown role {msg['role']!r} "
-                f"(expected one of {SEGMENT_ROLES + CAUSAL_ROLES})"
-            )
-        if not isinstance(msg["content"], str):
-            raise ValueError(f"sample {index}, message {j}: content must be a string")
+            raise ValueError(f"{where}, message {j}: unknown role {msg['role']!r:.60} "
+                             f"(expected one of {SEGMENT_ROLES + CAUSAL_ROLES})")
+        content = msg["content"]
+        if not isinstance(content, str):
+            raise ValueError(f"{where}, message {j}: content must be a string")
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{where}, message {j}: content is not valid Unicode (lone surrogate "
+                             f"{content[err.start]!r} at character {err.start})") from None
 
 
-def _renderer(tokenizer: Any, template_kwargs: dict):
+def _renderer(tokenizer: Any, template_kwargs: dict, index: int = 0):
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("tokenizer has no chat template; use encode_spans or the commonsense prompt form instead")
+    from jinja2 import TemplateError
 
     def render(messages: list[dict], generation_prompt: bool) -> str:
-        return tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=generation_prompt, **template_kwargs
-        )
+        try:
+            return tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=generation_prompt, **template_kwargs
+            )
+        except TemplateError as err:  # the template's own raise_exception(): it refuses this conversation
+            raise ValueError(f"sample {index}: the chat template refuses this conversation: {err}") from None
 
     return render
 
