@@ -6,6 +6,10 @@ real token, as ``model.generate`` does), then decodes one token per step for eve
 stop condition. Each request gets its tokens through a callback as they are produced, so the same loop serves
 streaming and non-streaming clients.
 
+A request fails alone: one that cannot be prefilled (the batch is then prefilled again request by request), sampled
+or streamed to gets ``("error", message)`` and its batch-mates go on. Only a failure of the batched decode forward
+itself ends every row still decoding.
+
     >>> batcher = Batcher(model, tokenizer, mas=True)              # model: segmask.enable()d causal LM
     >>> batcher.start()
     >>> req = GenRequest(input_ids=[...], segment_ids=[...], max_new_tokens=32, on_event=print)
@@ -26,6 +30,7 @@ import torch
 
 from .masks import CAUSAL
 from .prefill import mas_prefill
+from .sampling import make_generator, pick_token, token_logprobs
 from .segments import collate, from_segment_ids, position_ids_from_attention_mask
 
 
@@ -39,7 +44,9 @@ class GenRequest:
 
     ``on_event(kind, value)`` is called from the worker thread with ``("token", id)`` for each new token,
     ``("done", finish_reason)`` once (``"stop"`` for EOS or a stop condition, ``"length"`` at ``max_new_tokens``),
-    or ``("error", message)``. ``should_stop(token_ids)`` may end the row early (stop strings, a gone client).
+    or ``("error", message)`` once instead. ``should_stop(token_ids)`` may end the row early (stop strings, a gone
+    client). With ``logprobs`` = k (None: off), ``token_logprobs`` gets ``(logprob, [(id, logprob)] * k)`` for
+    each token before its ``"token"`` event (``segmask.sampling.token_logprobs``).
     """
 
     input_ids: list[int]
@@ -50,7 +57,10 @@ class GenRequest:
     top_p: float = 1.0
     seed: int | None = None
     should_stop: Callable[[list[int]], bool] | None = None
+    logprobs: int | None = None
     generated: list[int] = field(default_factory=list)
+    token_logprobs: list[tuple[float, list[tuple[int, float]]]] = field(default_factory=list)
+    finished: bool = False
 
 
 class Batcher:
@@ -124,13 +134,13 @@ class Batcher:
                     self._queue.put(None)
                     break
                 batch.append(nxt)
-            for group in self._group_by_prefix(batch):
-                try:
+            try:
+                for group in self._group_by_prefix(batch):
                     self.run_batch(*group)
-                except Exception as err:  # one bad batch must not kill the server: report to its requests
-                    for req in group[0]:
-                        req.on_event("error", f"{type(err).__name__}: {err}")
-                self.batches_run += 1
+                    self.batches_run += 1
+            except Exception as err:  # run_batch isolates request failures; this is the last line of defence
+                for req in batch:
+                    self._fail(req, err)
             if self.prefix_cache is not None:  # read by /health from another thread: a snapshot, not the cache
                 cache = self.prefix_cache
                 self.cache_stats = {"entries": len(cache), "bytes": cache.nbytes, "hits": cache.hits,
@@ -153,8 +163,23 @@ class Batcher:
         With ``prefix`` (a ``PrefixEntry`` every request starts with), rows are laid out as
         ``[prefix | padding | new tokens]``: the prefix KV comes from the cache, the padding is masked and skipped
         by the positions, and only the new tokens are prefilled. Without it the rows are left padded and prefilled
-        whole, and their leading segments are stored in the prefix cache.
+        whole, and their leading segments are stored in the prefix cache. When the batch cannot be prefilled, each
+        request is run alone, so only the one at fault gets an error.
         """
+        try:
+            out, attention_mask, positions = self._prefill(batch, prefix)
+        except Exception as err:
+            if len(batch) == 1:
+                self._fail(batch[0], err)
+                return
+            for req in batch:
+                self.run_batch([req], prefix)
+            return
+        self._decode(batch, out, attention_mask, positions)
+
+    def _prefill(self, batch: list[GenRequest], prefix: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """One prefill forward of ``batch``: (output with the last position's logits and the KV cache,
+        attention_mask [B, P + T], position_ids [B, P + T])."""
         from transformers import DynamicCache
 
         device = next(self.model.parameters()).device
@@ -183,22 +208,45 @@ class Batcher:
             out = self.model(input_ids=enc["input_ids"], use_cache=True, **kwargs)
         if prefix is None and self.prefix_cache is not None:
             self._store_prefixes(batch, enc["attention_mask"], out.past_key_values)
-        generators = [_generator(r.seed, device) for r in batch]
-        live = [True] * len(batch)
+        return out, attention_mask, positions
+
+    def _decode(self, batch: list[GenRequest], out: Any, attention_mask: torch.Tensor,
+                positions: torch.Tensor) -> None:
+        """Decode one token per step for every live row of ``batch`` after its prefill ``out``."""
+        device = attention_mask.device
+        live, generators = [True] * len(batch), [None] * len(batch)
+        for b, req in enumerate(batch):
+            try:
+                generators[b] = make_generator(req.seed, device)
+            except Exception as err:
+                live[b] = False
+                self._fail(req, err)
         last_pos = positions[:, -1:]
         for step in range(max(r.max_new_tokens for r in batch)):
             logits = out.logits[:, -1, :].float()
-            next_ids = [self._pick(logits[b], r, generators[b]) if live[b] else self.pad_id
-                        for b, r in enumerate(batch)]
-            for b, r in enumerate(batch):
-                if live[b]:
-                    live[b] = self._advance(r, next_ids[b])
+            next_ids = [self.pad_id] * len(batch)
+            for b, req in enumerate(batch):
+                if not live[b]:
+                    continue
+                try:
+                    next_ids[b] = pick_token(logits[b], req.temperature, req.top_p, generators[b])
+                    live[b] = self._advance(req, next_ids[b], logits[b])
+                except Exception as err:  # this row's sampling or its client's callbacks: it alone fails
+                    live[b] = False
+                    self._fail(req, err)
             if not any(live):
                 return
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(batch), 1)], dim=1)
             last_pos = last_pos + 1
-            out = self.model(input_ids=torch.tensor(next_ids, device=device)[:, None], attention_mask=attention_mask,
-                             position_ids=last_pos, past_key_values=out.past_key_values, use_cache=True)
+            try:
+                out = self.model(input_ids=torch.tensor(next_ids, device=device)[:, None],
+                                 attention_mask=attention_mask, position_ids=last_pos,
+                                 past_key_values=out.past_key_values, use_cache=True)
+            except Exception as err:
+                for b, req in enumerate(batch):
+                    if live[b]:
+                        self._fail(req, err)
+                return
 
     def _store_prefixes(self, batch: list[GenRequest], attention_mask: torch.Tensor, kv_cache: Any) -> None:
         """Copy each prompt's leading segments out of the prefill KV (left padded rows) into the prefix cache."""
@@ -212,40 +260,36 @@ class Batcher:
                                   [(layer.keys[b:b + 1, :, start:start + p], layer.values[b:b + 1, :, start:start + p])
                                    for layer in kv_cache.layers])
 
-    def _advance(self, req: GenRequest, token: int) -> bool:
-        """Record ``token`` for ``req``; return whether the row keeps decoding."""
+    def _advance(self, req: GenRequest, token: int, logits: torch.Tensor) -> bool:
+        """Record ``token`` (chosen from ``logits`` [V]) for ``req``; return whether the row keeps decoding."""
         if token in self.eos_ids:
-            req.on_event("done", "stop")
-            return False
+            return self._finish(req, "stop")
+        if req.logprobs is not None:
+            req.token_logprobs.append(token_logprobs(logits, token, req.logprobs))
         req.generated.append(token)
         req.on_event("token", token)
         if req.should_stop is not None and req.should_stop(req.generated):
-            req.on_event("done", "stop")
-            return False
+            return self._finish(req, "stop")
         if len(req.generated) >= req.max_new_tokens:
-            req.on_event("done", "length")
-            return False
+            return self._finish(req, "length")
         return True
 
     @staticmethod
-    def _pick(logits: torch.Tensor, req: GenRequest, generator: torch.Generator | None) -> int:
-        """Next token from ``logits`` [V]: argmax when ``temperature`` is 0, else temperature + top-p sampling."""
-        if req.temperature <= 0:
-            return int(logits.argmax())
-        probs = torch.softmax(logits / req.temperature, dim=-1)
-        if req.top_p < 1.0:
-            sorted_p, order = probs.sort(descending=True)
-            keep = sorted_p.cumsum(-1) - sorted_p < req.top_p  # smallest prefix whose mass reaches top_p
-            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
-        return int(torch.multinomial(probs, 1, generator=generator))
+    def _finish(req: GenRequest, reason: str) -> bool:
+        req.finished = True
+        req.on_event("done", reason)
+        return False
 
-
-def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
-    if seed is None:
-        return None
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return gen
+    @staticmethod
+    def _fail(req: GenRequest, err: Exception) -> None:
+        """Tell ``req`` it failed, once; a request that already finished or failed hears nothing more."""
+        if req.finished:
+            return
+        req.finished = True
+        try:
+            req.on_event("error", f"{type(err).__name__}: {err}")
+        except Exception:  # noqa: S110 - its callback is what failed: nobody is left to tell
+            pass
 
 
 def eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
