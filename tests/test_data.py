@@ -49,6 +49,22 @@ def test_load_records_json_jsonl_and_folder(tmp_path):
         load_records(tmp_path / "missing.json")
 
 
+@pytest.mark.parametrize("name, content, message", [
+    ("a.json", b"this is not JSON", r"a.json: not valid JSON \(Expecting value at line 1 column 1\)"),
+    ("a.json", b"[]", "a.json: holds no records"),
+    ("a.jsonl", b"\n\n", "a.jsonl: holds no records"),
+    ("a.json", b"[" * 100_000 + b"]" * 100_000, "a.json: not valid JSON"),
+    ("a.json", b"\xff\xfe not utf-8", r"a.json: cannot read \(UnicodeDecodeError"),
+    ("a.json", b"[1]", "a.json: row 0 is not a JSON object"),
+    ("a.jsonl", b'{"ok": 1}\n[', r"a.jsonl:2: not valid JSON"),
+])
+def test_load_records_names_the_file_and_the_problem(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load_records(path)
+
+
 def test_mix_is_a_seeded_shuffle_of_all_rows():
     a, b = [{"i": i} for i in range(10)], [{"i": i} for i in range(10, 15)]
     mixed = mix([a, b], seed=3)

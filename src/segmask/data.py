@@ -58,26 +58,42 @@ def load_records(path: str | Path) -> list[dict]:
         return [row for f in files for row in load_records(f)]
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read ({_reason(err)})") from None
     if path.suffix == ".jsonl":
         rows = []
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from err
+                rows.append(_json(line, f"{path}:{n}"))
     else:
-        rows = json.loads(text)
+        rows = _json(text, str(path))
         if isinstance(rows, dict):
             rows = [rows]
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected a JSON list of records")
+    if not rows:
+        raise ValueError(f"{path}: holds no records")
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise ValueError(f"{path}: row {i} is not a JSON object")
         row["_source"] = str(path)
     return rows
+
+
+def _json(text: str, where: str) -> Any:
+    """``json.loads(text)``; ValueError naming ``where`` (file or file:line) when it is not JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except (ValueError, RecursionError) as err:  # integers beyond 4300 digits, nesting deeper than the stack
+        raise ValueError(f"{where}: not valid JSON ({_reason(err)})") from None
+
+
+def _reason(err: BaseException) -> str:
+    return err.strerror if isinstance(err, OSError) and err.strerror else f"{type(err).__name__}: {err}"
 
 
 def mix(sources: Sequence[Sequence[dict]], *, seed: int, limit: int | None = None) -> list[dict]:

@@ -37,9 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except ValueError as err:
-        print(f"segmask {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # a user's mistake (bad value, bad or missing file): one line, no traceback
+        print(f"segmask {args.command}: error: {describe_error(err)}", file=sys.stderr)
         return 2
+
+
+def describe_error(err: BaseException) -> str:
+    """``err`` as one line: an OSError as ``FILE: reason``, any message with its newlines folded."""
+    if isinstance(err, OSError) and err.filename is not None:
+        text = f"{err.filename}: {err.strerror or err}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

@@ -61,29 +61,37 @@ def decoding_kwargs(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
 
 
 def read_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Requests from ``--file`` and positional prompts, each with a ``messages`` list; ValueError names bad lines."""
-    records: list[dict[str, Any]] = [{"prompt": p} for p in args.prompts]
+    """Requests from ``--file`` and positional prompts, each with a ``messages`` list; ValueError names the file and
+    line (or the prompt) of a bad one."""
+    from ..chat import validate_messages
+
+    records = [({"prompt": p}, f"prompt {i}") for i, p in enumerate(args.prompts)]
     if args.file is not None:
-        for n, line in enumerate(args.file.read_text().splitlines(), start=1):
+        try:
+            text = args.file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"{args.file}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+        for n, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{args.file}:{n}: not JSON ({err.msg})") from err
+            except (ValueError, RecursionError) as err:
+                raise ValueError(f"{args.file}:{n}: not JSON ({getattr(err, 'msg', None) or err})") from None
             if not isinstance(record, dict) or not ("messages" in record or "prompt" in record):
                 raise ValueError(f"{args.file}:{n}: expected an object with 'messages' or 'prompt'")
-            records.append(record)
+            records.append((record, f"{args.file}:{n}"))
     if not records:
         raise ValueError("no prompts: give them as arguments or with --file")
-    for i, record in enumerate(records):
+    for record, where in records:
         if "messages" not in record:
             if not isinstance(record["prompt"], str) or not record["prompt"]:
-                raise ValueError(f"prompt {i}: empty prompt")
+                raise ValueError(f"{where}: empty prompt")
             system = record.get("system", args.system)
             record["messages"] = ([{"role": "system", "content": system}] if system else []) + [
                 {"role": "user", "content": record["prompt"]}]
-    return records
+        validate_messages(record["messages"], where)
+    return [record for record, _ in records]
 
 
 def run(args: argparse.Namespace) -> int:

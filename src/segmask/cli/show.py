@@ -51,16 +51,17 @@ def prompt_batch(tokenizer, args: argparse.Namespace):
         from ..chat import encode_chat
 
         return encode_chat(tokenizer, conversation(args.system, args.user))
-    import json
-
+    from ..data import load_records
     from ..segments import collate
     from ..templates import encode_commonsense
 
-    with open(args.data) as f:
-        records = json.load(f)
-    if not isinstance(records, list) or not 0 <= args.index < len(records):
-        raise ValueError(f"--index {args.index} is outside the {len(records)} records of {args.data}")
-    example = encode_commonsense(tokenizer, records[args.index])
+    records = load_records(args.data)
+    if not 0 <= args.index < len(records):
+        raise ValueError(f"{args.data}: --index {args.index} is outside its {len(records)} records")
+    try:
+        example = encode_commonsense(tokenizer, records[args.index])
+    except ValueError as err:
+        raise ValueError(f"{args.data}: record {args.index}: {err}") from None
     return collate([example], pad_token_id=tokenizer.pad_token_id or 0, with_labels=False)
 
 
