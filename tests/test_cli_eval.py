@@ -47,8 +47,12 @@ def test_eval_and_compare_end_to_end(smollm2, data_dir, tmp_path, capsys, monkey
     assert main(["eval", *common, "--protocol", "generate", "--num-beams", "1", "--max-new-tokens", "6",
                  "--out", str(tmp_path / "gen")]) == 0
     assert main(["eval", *common, "--protocol", "loglik", "--mask", "causal", "--out", str(tmp_path / "ll")]) == 0
+    assert main(["eval", *common, "--protocol", "choice", "--mask", "causal-repeat", "--option-order", "before",
+                 "--out", str(tmp_path / "choice")]) == 0
     out = capsys.readouterr().out
-    assert "boolq" in out and "piqa" in out and "acc_norm" in out
+    assert "boolq" in out and "piqa" in out and "acc_norm" in out and "picks (acc) per task" in out
+    choice = [json.loads(line) for line in (tmp_path / "choice" / "predictions.jsonl").read_text().splitlines()]
+    assert all(r["picked"] == r["options"][r["choices"].index(r["prediction"])] for r in choice)
     summary = json.loads((tmp_path / "ll" / "summary.json").read_text())
     assert summary["settings"]["mask"] == "causal" and summary["n_examples"] == 4
     rows = [json.loads(line) for line in (tmp_path / "gen" / "predictions.jsonl").read_text().splitlines()]
