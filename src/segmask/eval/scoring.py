@@ -19,7 +19,8 @@ tasks offer labels of equal length (``answer1``..``answer5``), so acc_norm diffe
 
     >>> prompt = prompt_example(tokenizer, record, mask="mas")
     >>> texts = generate_texts(model, tokenizer, [prompt], num_beams=4, max_new_tokens=32)
-    >>> scores = loglik_scores(model, tokenizer, [context], [[" answer1", " answer2"]])   # [[(logprob, n_tokens)]]
+    >>> context, conts = loglik_request(tokenizer, record, ["answer1", "answer2"], mask="mas")
+    >>> scores = loglik_scores(model, tokenizer, [context], [conts])   # [[log p(" answer1"), log p(" answer2")]]
 
 ``segmask.enable(model)`` must have been called for MAS prompts (their ``segment_ids`` reach the model).
 """
