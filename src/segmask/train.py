@@ -16,31 +16,21 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .data import PROMPT_FORMS, ExampleDataset, SegmentCollator, load_records, mix, prepare
 from .lora import MASKS, LoraSettings, save_adapter, settings_dict
+from .models import BASE_MODEL
 from .questions import ANSWER_FORMS, OPTION_ORDERS
 
 LOSS_CURVE = "loss_curve.json"
+EXTRA_LOGS = ("kl",)  # logged values a Trainer subclass may add (adapt: mean KL per answer token)
 
 
-@dataclass
-class TrainConfig:
-    """One training run. Defaults follow the paper (lr 2e-4, cutoff 256, LoRA r=32/alpha=64 on q_proj+v_proj)."""
+@dataclass(kw_only=True)
+class LoopConfig:
+    """The optimisation loop shared by ``train`` and ``adapt``: steps, batches, optimiser, LoRA, checkpoints."""
 
-    data: list[str] = field(metadata={"help": "LLM-Adapters JSON files/folders or chat JSONL files, mixed"})
-    output_dir: str = field(metadata={"help": "checkpoints, loss curve and the final adapter (output_dir/adapter)"})
-    mask: str = field(default="mas", metadata={"help": "mas or causal: the only difference between arms"})
-    model: str = field(default="smollm2-135m-instruct", metadata={"help": "embedded name, HF id or local path"})
-    prompt_form: str = field(default="commonsense", metadata={"help": "commonsense or chat"})
-    system: str | None = field(default=None, metadata={"help": "system message for the chat form"})
-    answer_form: str = field(default="label", metadata={
-        "help": "label (the data's 'the correct answer is answer3') or text (the option's text, as eval's choice "
-                "protocol scores it)"})
-    option_order: str = field(default="after", metadata={"help": "commonsense options after or before the question"})
-    cutoff: int = field(default=256, metadata={"help": "max tokens per example (segments are never cut)"})
-    max_examples: int | None = field(default=None, metadata={"help": "keep this many mixed rows (None: all)"})
     epochs: float = 1.0
     max_steps: int = field(default=-1, metadata={"help": "optimizer steps; overrides epochs when > 0"})
     batch_size: int = field(default=4, metadata={"help": "micro batch per device"})
@@ -55,10 +45,46 @@ class TrainConfig:
     logging_steps: int = 5
     save_steps: int = 100
     save_total_limit: int = 2
+    init_adapter: str | None = field(default=None, metadata={
+        "help": "start from this LoRA adapter merged into the base (e.g. the MAS-ready chat adapter)"})
     resume: bool | str = field(default=False, metadata={"help": "True: last checkpoint in output_dir; or a path"})
     save_dtype: str | None = field(default=None, metadata={"help": "store final adapter weights in this dtype"})
     group_by_length: bool = field(default=True, metadata={"help": "batch similar lengths (less padding)"})
     progress: bool = True
+
+    def check_loop(self) -> None:
+        """Validate the shared fields (called by each config's ``__post_init__``)."""
+        for name in ("batch_size", "grad_accum", "logging_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if isinstance(self.lora, dict):
+            self.lora = LoraSettings(**self.lora)
+
+    def recipe(self) -> dict[str, Any]:
+        """The config as a JSON-ready dict (recorded in ``segmask.json`` and the run summary)."""
+        d = asdict(self)
+        d["lora"] = settings_dict(self.lora)
+        return d
+
+
+@dataclass(kw_only=True)
+class TrainConfig(LoopConfig):
+    """One training run. Defaults follow the paper (lr 2e-4, cutoff 256, LoRA r=32/alpha=64 on q_proj+v_proj)."""
+
+    data: list[str] = field(metadata={"help": "LLM-Adapters JSON files/folders or chat JSONL files, mixed"})
+    output_dir: str = field(metadata={"help": "checkpoints, loss curve and the final adapter (output_dir/adapter)"})
+    mask: str = field(default="mas", metadata={"help": "mas or causal: the only difference between arms"})
+    model: str = field(default=BASE_MODEL, metadata={"help": "embedded name, HF id or local path"})
+    prompt_form: str = field(default="commonsense", metadata={"help": "commonsense or chat"})
+    system: str | None = field(default=None, metadata={"help": "system message for the chat form"})
+    answer_form: str = field(default="label", metadata={
+        "help": "label (the data's 'the correct answer is answer3') or text (the option's text, as eval's choice "
+                "protocol scores it)"})
+    option_order: str = field(default="after", metadata={"help": "commonsense options after or before the question"})
+    cutoff: int = field(default=256, metadata={"help": "max tokens per example (segments are never cut)"})
+    max_examples: int | None = field(default=None, metadata={"help": "keep this many mixed rows (None: all)"})
 
     def __post_init__(self):
         if isinstance(self.data, (str, Path)):
@@ -73,19 +99,7 @@ class TrainConfig:
             raise ValueError(f"answer_form must be one of {ANSWER_FORMS}, got {self.answer_form!r}")
         if self.option_order not in OPTION_ORDERS:
             raise ValueError(f"option_order must be one of {OPTION_ORDERS}, got {self.option_order!r}")
-        for name in ("batch_size", "grad_accum", "logging_steps", "save_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
-        if isinstance(self.lora, dict):
-            self.lora = LoraSettings(**self.lora)
-
-    def recipe(self) -> dict[str, Any]:
-        """The config as a JSON-ready dict (recorded in ``segmask.json`` and the run summary)."""
-        d = asdict(self)
-        d["lora"] = settings_dict(self.lora)
-        return d
+        self.check_loop()
 
 
 def _trainer_callback():
@@ -112,7 +126,8 @@ def _trainer_callback():
             logs["tokens/s"] = round(rate, 1)
             self.rows.append({"step": state.global_step, "epoch": state.epoch, "loss": logs["loss"],
                               "lr": logs.get("learning_rate"), "tokens_seen": tokens,
-                              "tokens_per_s": round(rate, 1), "elapsed_s": round(elapsed, 1)})
+                              "tokens_per_s": round(rate, 1), "elapsed_s": round(elapsed, 1),
+                              **{k: logs[k] for k in EXTRA_LOGS if k in logs}})
             self.path.write_text(json.dumps(self.rows, indent=1) + "\n")
 
         def on_save(self, args, state, control, **kwargs):
@@ -125,43 +140,17 @@ def _trainer_callback():
     return LossCurve
 
 
-def build_data(cfg: TrainConfig, tokenizer: Any):
-    """Mixed, shuffled, encoded training examples and the ``PrepareStats``."""
-    rows = mix([load_records(p) for p in cfg.data], seed=cfg.seed, limit=cfg.max_examples)
-    return prepare(tokenizer, rows, form=cfg.prompt_form, cutoff=cfg.cutoff, system=cfg.system,
-                   answer_form=cfg.answer_form, option_order=cfg.option_order)
+def run_trainer(model: Any, cfg: LoopConfig, dataset: Any, collator: Any, meta: dict, *,
+                trainer_cls: Any = None, callbacks: Sequence[Any] = ()) -> tuple[Any, Any, float]:
+    """Run HF ``Trainer`` (or ``trainer_cls``) over ``dataset`` with ``cfg``'s loop settings.
 
-
-def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
-    """Run one arm; returns a summary (steps, final loss, wall-clock, tokens/s, data counts, adapter folder).
-
-    ``model``/``tokenizer`` may be given (e.g. a tiny test model); otherwise ``cfg.model`` is loaded. Under a
-    multi-process launch every process returns the summary; only the main one writes the adapter, the loss curve and
-    ``train_summary.json``.
+    Writes checkpoints (each with ``segmask.json`` = ``meta``) and ``loss_curve.json`` under ``cfg.output_dir``;
+    resumes from ``cfg.resume``. Returns ``(trainer, train_output, wall_seconds)``.
     """
     import torch
-    from transformers import Trainer, TrainingArguments, set_seed
-
-    from .hf import enable
-    from .lora import add_lora, segmask_config
-    from .models import load_model
+    from transformers import Trainer, TrainingArguments
 
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    set_seed(cfg.seed)
-    if model is None:
-        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    examples, stats = build_data(cfg, tokenizer)
-    if cfg.progress:
-        print(f"data: {stats.summary()}", flush=True)
-    set_seed(cfg.seed)  # LoRA init independent of how much data was read
-    model = add_lora(model, cfg.lora)
-    if cfg.mask == "mas":
-        enable(model)
-    model.train()
-    meta = segmask_config(mask=cfg.mask, prompt_form=cfg.prompt_form, base_model=cfg.model, recipe=cfg.recipe())
     args = TrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=cfg.batch_size,
@@ -187,12 +176,62 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> dict
         dataloader_pin_memory=torch.cuda.is_available(),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
     )
-    collator = SegmentCollator(tokenizer.pad_token_id, with_segments=cfg.mask == "mas", max_length=cfg.cutoff)
-    trainer = Trainer(model=model, args=args, train_dataset=ExampleDataset(examples), data_collator=collator,
-                      callbacks=[_trainer_callback()(out / LOSS_CURVE, meta)])
+    trainer = (trainer_cls or Trainer)(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                                       callbacks=[_trainer_callback()(out / LOSS_CURVE, meta), *callbacks])
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=cfg.resume or None)
-    wall = time.perf_counter() - start
+    return trainer, result, time.perf_counter() - start
+
+
+def start_model(cfg: LoopConfig, model: Any = None, tokenizer: Any = None) -> tuple[Any, Any]:
+    """The model a run starts from: ``cfg.model`` (or the given one) with ``cfg.init_adapter`` merged in."""
+    from .models import load_model
+
+    if model is None:
+        model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn)
+    if cfg.init_adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, cfg.init_adapter).merge_and_unload()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def build_data(cfg: TrainConfig, tokenizer: Any):
+    """Mixed, shuffled, encoded training examples and the ``PrepareStats``."""
+    rows = mix([load_records(p) for p in cfg.data], seed=cfg.seed, limit=cfg.max_examples)
+    return prepare(tokenizer, rows, form=cfg.prompt_form, cutoff=cfg.cutoff, system=cfg.system,
+                   answer_form=cfg.answer_form, option_order=cfg.option_order)
+
+
+def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
+    """Run one arm; returns a summary (steps, final loss, wall-clock, tokens/s, data counts, adapter folder).
+
+    ``model``/``tokenizer`` may be given (e.g. a tiny test model); otherwise ``cfg.model`` is loaded. Under a
+    multi-process launch every process returns the summary; only the main one writes the adapter, the loss curve and
+    ``train_summary.json``.
+    """
+    from transformers import set_seed
+
+    from .hf import enable
+    from .lora import add_lora, segmask_config
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+    model, tokenizer = start_model(cfg, model, tokenizer)
+    examples, stats = build_data(cfg, tokenizer)
+    if cfg.progress:
+        print(f"data: {stats.summary()}", flush=True)
+    set_seed(cfg.seed)  # LoRA init independent of how much data was read
+    model = add_lora(model, cfg.lora)
+    if cfg.mask == "mas":
+        enable(model)
+    model.train()
+    meta = segmask_config(mask=cfg.mask, prompt_form=cfg.prompt_form, base_model=cfg.model, recipe=cfg.recipe())
+    collator = SegmentCollator(tokenizer.pad_token_id, with_segments=cfg.mask == "mas", max_length=cfg.cutoff)
+    trainer, result, wall = run_trainer(model, cfg, ExampleDataset(examples), collator, meta)
     main = trainer.is_world_process_zero()  # under accelerate/torchrun only the main process writes files
     adapter = out / "adapter"
     if main:

@@ -6,6 +6,7 @@
     segmask chat                      interactive multi-turn chat with MAS prefill, streamed
     segmask generate PROMPT...        batched generation (prompts or --file JSONL) -> JSONL
     segmask train DATA... --out DIR   LoRA fine-tuning under MAS or the causal mask
+    segmask adapt --out DIR           MAS-ready chat model by self-distillation (no labelled data)
     segmask eval --data-dir D         commonsense benchmarks (generate or loglik) under MAS or causal prefill
     segmask compare RUN_A RUN_B       paired comparison of two eval runs (bootstrap CI, McNemar)
 """
@@ -23,6 +24,7 @@ COMMANDS = {
     "chat": "segmask.cli.chat",
     "generate": "segmask.cli.generate",
     "train": "segmask.cli.train",
+    "adapt": "segmask.cli.adapt",
     "eval": "segmask.cli.eval",
     "compare": "segmask.cli.compare",
 }

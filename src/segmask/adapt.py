@@ -1,0 +1,413 @@
+"""``adapt``: turn a causally trained chat model into a MAS model that behaves like the original, with no labels.
+
+Self-distillation. The teacher is the frozen base model with causal prefill; the student is the same model plus a
+LoRA adapter, prefilled under MAS. The loss is KL(teacher || student) over answer tokens only, weighted towards
+the first answer tokens (where MAS prefill hurts an untuned model most):
+
+    loss = sum_t w_t KL(p_teacher(. | prompt, a_<t) || p_student(. | prompt, a_<t)) / sum_t w_t,
+    w_t = 1 + early_weight * exp(-t / early_tokens)          (t = 0 for the first answer token)
+
+Answers come from the teacher: greedy continuations of a shipped prompt pool (``prompt_pool``), generated once and
+cached in ``output_dir/teacher.pt`` together with the teacher's top-``top_k`` log-probabilities at every answer
+token (read off the generation's own logits, so off-policy steps need no teacher forward). KL is computed over the
+top-k tokens plus one bucket for the rest of the vocabulary. A share ``on_policy`` of the steps instead samples the
+answers from the student (MAS prefill) and scores them with a full-vocabulary teacher forward.
+
+The prompt mix: the pool's categories (facts, how-to, explanations, creative writing, advice, rewriting a passage,
+math, and commonsense instructions when a data folder is given), questions the teacher writes itself
+(self-instruct, ``self_instruct`` of them), multi-turn conversations (a follow-up after the teacher's first answer,
+``multi_turn`` share), with and without a system message.
+
+    >>> summary = adapt(AdaptConfig(output_dir="runs/adapt", prompts=1600))   # adapter in runs/adapt/adapter
+
+``segmask adapt`` is the command line. Training runs through ``train.run_trainer`` (HF Trainer: checkpoints,
+``resume``, progress, seeds); the adapter's ``segmask.json`` says ``mask: mas`` and records this config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .lora import save_adapter, segmask_config
+from .models import BASE_MODEL
+from .segments import IGNORE_INDEX, Example, collate
+from .train import LoopConfig, run_trainer, start_model
+
+TEACHER_FILE = "teacher.pt"
+SELF_INSTRUCT_REQUEST = "Write one short question that a curious person might ask about {topic}. Reply with the " \
+                        "question only."
+
+
+@dataclass(kw_only=True)
+class AdaptConfig(LoopConfig):
+    """One adaptation run (the loop settings of ``LoopConfig`` plus the distillation settings)."""
+
+    output_dir: str = field(metadata={"help": "teacher cache, checkpoints, loss curve and output_dir/adapter"})
+    model: str = field(default=BASE_MODEL, metadata={"help": "the causal chat model: embedded name, HF id or path"})
+    data_dir: str | None = field(default=None, metadata={
+        "help": "optional folder with prompts/ and commonsense/ (e.g. ../shared/data) for more prompts"})
+    prompts: int = field(default=1600, metadata={"help": "prompts drawn from the shipped pool"})
+    self_instruct: int = field(default=64, metadata={"help": "extra prompts written by the teacher itself"})
+    multi_turn: float = field(default=0.15, metadata={"help": "share of prompts continued as a second turn"})
+    system_share: float = field(default=0.5, metadata={"help": "share of prompts with a system message"})
+    answer_tokens: int = field(default=48, metadata={"help": "teacher answers are cut at this many tokens"})
+    gen_batch_size: int = field(default=32, metadata={"help": "prompts per teacher generation batch"})
+    top_k: int = field(default=64, metadata={"help": "teacher log-probs kept per answer token (+ a rest bucket)"})
+    on_policy: float = field(default=0.2, metadata={"help": "share of steps whose answers the student samples"})
+    early_weight: float = field(default=3.0, metadata={"help": "extra loss weight on the first answer tokens"})
+    early_tokens: float = field(default=8.0, metadata={"help": "decay length of that extra weight, in tokens"})
+    budget: str | None = field(default=None, metadata={
+        "help": "stop after this much of this invocation: '60m' (minutes) or '300k' / '2M' (tokens seen)"})
+    batch_size: int = 8
+    grad_accum: int = 1
+    warmup_steps: int = 10
+    seed: int = 0
+    save_steps: int = 50
+    save_dtype: str | None = "float16"
+    group_by_length: bool = False
+
+    def __post_init__(self):
+        self.check_loop()
+        for name in ("prompts", "answer_tokens", "gen_batch_size", "top_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("multi_turn", "system_share", "on_policy"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.self_instruct < 0 or self.early_weight < 0 or self.early_tokens <= 0:
+            raise ValueError("self_instruct and early_weight must be >= 0 and early_tokens > 0")
+        parse_budget(self.budget)
+
+
+def parse_budget(budget: str | None) -> tuple[str, float] | None:
+    """``"90m"`` -> ("seconds", 5400); ``"300k"`` / ``"2M"`` / ``"5000"`` -> ("tokens", n); None -> None."""
+    if budget is None or budget == "":
+        return None
+    text = str(budget).strip()
+    units = {"m": ("seconds", 60), "min": ("seconds", 60), "h": ("seconds", 3600), "s": ("seconds", 1),
+             "k": ("tokens", 1e3), "M": ("tokens", 1e6), "": ("tokens", 1)}
+    for suffix in sorted(units, key=len, reverse=True):
+        if text.endswith(suffix):
+            number = text[: len(text) - len(suffix)] if suffix else text
+            try:
+                value = float(number)
+            except ValueError:
+                continue
+            if value <= 0:
+                break
+            kind, scale = units[suffix]
+            return kind, value * scale
+    raise ValueError(f"budget must look like '60m', '1.5h', '300k' or '2M' (tokens), got {budget!r}")
+
+
+def answer_weights(n: int, early_weight: float, early_tokens: float) -> list[float]:
+    """Per answer token t = 0..n-1: ``1 + early_weight * exp(-t / early_tokens)``."""
+    return [1.0 + early_weight * math.exp(-t / early_tokens) for t in range(n)]
+
+
+# --- teacher answers ------------------------------------------------------------------------------------------------
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+    return {int(i) for i in ids if i is not None}
+
+
+@torch.no_grad()
+def teacher_answers(model: Any, tokenizer: Any, conversations: Sequence[list[dict]], *, max_new_tokens: int,
+                    top_k: int, batch_size: int = 32, progress: bool = False) -> list[dict[str, Any]]:
+    """Greedy causal answers of ``model`` to ``conversations`` with its top-k log-probs at every answer token.
+
+    Returns per conversation ``{"answer_ids": [N], "topk_ids": LongTensor [N, k], "topk_logp": HalfTensor [N, k]}``;
+    the answer stops after the first end-of-turn token or at ``max_new_tokens``.
+    """
+    from .chat import encode_chat
+
+    model.eval()
+    eos = _eos_ids(model, tokenizer)
+    order = sorted(range(len(conversations)), key=lambda i: len(json.dumps(conversations[i])))
+    out: list[dict[str, Any] | None] = [None] * len(conversations)
+    for start in range(0, len(order), batch_size):
+        idx = order[start: start + batch_size]
+        batch = encode_chat(tokenizer, [conversations[i] for i in idx])
+        gen = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
+                             top_k=None, pad_token_id=tokenizer.pad_token_id, output_logits=True,
+                             return_dict_in_generate=True)
+        new = gen.sequences[:, batch["input_ids"].shape[1]:]
+        logp = torch.stack(gen.logits, 1).float().log_softmax(-1)            # [B, N, V]
+        top = logp.topk(top_k, dim=-1)
+        for row, i in enumerate(idx):
+            ids = new[row].tolist()
+            n = next((t + 1 for t, tok in enumerate(ids) if tok in eos), len(ids))
+            out[i] = {"answer_ids": ids[:n], "topk_ids": top.indices[row, :n].clone(),
+                      "topk_logp": top.values[row, :n].half().clone()}
+        if progress:
+            print(f"teacher: {min(start + batch_size, len(order))}/{len(order)} answers", flush=True)
+    return out  # type: ignore[return-value]
+
+
+def _self_instruct(model, tokenizer, cfg: AdaptConfig, rng: random.Random) -> list[dict[str, Any]]:
+    """Questions the teacher writes itself about seed topics (kept when they look like one question)."""
+    from .prompt_pool import SYSTEMS, TOPICS, heldout
+
+    topics = [t for t in TOPICS if not heldout(t)]
+    asks = [[{"role": "user", "content": SELF_INSTRUCT_REQUEST.format(topic=rng.choice(topics))}]
+            for _ in range(cfg.self_instruct)]
+    written = teacher_answers(model, tokenizer, asks, max_new_tokens=40, top_k=1, batch_size=cfg.gen_batch_size)
+    items = []
+    for w in written:
+        text = tokenizer.decode(w["answer_ids"], skip_special_tokens=True).strip().split("\n")[0].strip()
+        if text.endswith("?") and 3 <= len(text.split()) <= 40:
+            system = rng.choice(SYSTEMS) if rng.random() < cfg.system_share else None
+            msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+            items.append({"category": "self_instruct", "messages": msgs})
+    return items
+
+
+def build_teacher_cache(model: Any, tokenizer: Any, cfg: AdaptConfig) -> list[dict[str, Any]]:
+    """The prompt mix with teacher answers (``output_dir/teacher.pt``; read back when it exists)."""
+    from .prompt_pool import follow_up, prompt_pool
+
+    path = Path(cfg.output_dir) / TEACHER_FILE
+    if path.exists():
+        return torch.load(path, weights_only=False)
+    rng = random.Random(cfg.seed)
+    items = prompt_pool(cfg.prompts, seed=cfg.seed, data_dir=cfg.data_dir, system_share=cfg.system_share)
+    if cfg.self_instruct:
+        items += _self_instruct(model, tokenizer, cfg, rng)
+    answers = teacher_answers(model, tokenizer, [it["messages"] for it in items], max_new_tokens=cfg.answer_tokens,
+                              top_k=cfg.top_k, batch_size=cfg.gen_batch_size, progress=cfg.progress)
+    records = [{**it, **ans} for it, ans in zip(items, answers)]
+    chosen = [r for r in records if r["category"] != "math" and rng.random() < cfg.multi_turn]
+    second = [{"category": f"multi_turn/{r['category']}",
+               "messages": follow_up(r["messages"], tokenizer.decode(r["answer_ids"], skip_special_tokens=True)
+                                     .strip(), rng)} for r in chosen]
+    if second:
+        answers = teacher_answers(model, tokenizer, [s["messages"] for s in second], max_new_tokens=cfg.answer_tokens,
+                                  top_k=cfg.top_k, batch_size=cfg.gen_batch_size, progress=cfg.progress)
+        records += [{**s, **a} for s, a in zip(second, answers)]
+    records = [r for r in records if r["answer_ids"]]
+    rng.shuffle(records)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(records, path)
+    return records
+
+
+# --- examples, batches and the loss ---------------------------------------------------------------------------------
+
+
+def distill_example(tokenizer: Any, record: dict[str, Any], index: int = 0) -> Example:
+    """Prompt (chat template, MAS segments) + the teacher's answer tokens (causal, labelled); meta keeps top-k."""
+    from .chat import chat_example
+
+    prompt = chat_example(tokenizer, record["messages"], True, index=index)
+    answer = list(record["answer_ids"])
+    return Example(prompt.input_ids + answer, prompt.segment_ids + [-1] * len(answer),
+                   [IGNORE_INDEX] * len(prompt) + answer, meta={"prompt_len": len(prompt), "index": index})
+
+
+class DistillDataset:
+    """Teacher records as map-style items for the Trainer's dataloader."""
+
+    def __init__(self, tokenizer: Any, records: Sequence[dict[str, Any]]):
+        self.records = list(records)
+        self.examples = [distill_example(tokenizer, r, i) for i, r in enumerate(self.records)]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ex, rec = self.examples[i], self.records[i]
+        return {"input_ids": ex.input_ids, "segment_ids": ex.segment_ids, "labels": ex.labels,
+                "prompt_len": ex.meta["prompt_len"], "topk_ids": rec["topk_ids"], "topk_logp": rec["topk_logp"]}
+
+
+class DistillCollator:
+    """Right-padded ``input_ids``/``attention_mask``/``segment_ids``/``labels`` [B, T] plus the answer tokens' teacher
+    top-k (``topk_ids``/``topk_logp`` [A, k], A = answer tokens in the batch, in row-major order), their loss
+    weights ``weights`` [A] and ``prompt_len`` [B]."""
+
+    def __init__(self, pad_token_id: int, early_weight: float, early_tokens: float):
+        self.pad_token_id, self.early_weight, self.early_tokens = pad_token_id, early_weight, early_tokens
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        examples = [Example(r["input_ids"], r["segment_ids"], r["labels"]) for r in rows]
+        batch = dict(collate(examples, pad_token_id=self.pad_token_id, padding_side="right", with_labels=True))
+        batch["prompt_len"] = torch.tensor([r["prompt_len"] for r in rows])
+        if all(r.get("topk_ids") is not None for r in rows):
+            batch["topk_ids"] = torch.cat([r["topk_ids"] for r in rows])
+            batch["topk_logp"] = torch.cat([r["topk_logp"] for r in rows]).float()
+        batch["weights"] = self.weights(batch["labels"])
+        return batch
+
+    def weights(self, labels: torch.Tensor) -> torch.Tensor:
+        """[A] loss weights of the answer tokens of right-padded ``labels`` [B, T], row-major."""
+        counts = (labels != IGNORE_INDEX).sum(-1).tolist()
+        return torch.tensor([w for n in counts for w in answer_weights(n, self.early_weight, self.early_tokens)])
+
+
+def answer_logprobs(model: Any, batch: dict[str, torch.Tensor], *, mas: bool) -> torch.Tensor:
+    """Log-probs [A, V] of the next token at every answer position of ``batch`` (row-major order).
+
+    The decoder runs over the whole sequence (under MAS when ``mas``); the LM head only at answer positions.
+    """
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kwargs = {"segment_ids": batch["segment_ids"]} if mas else {}
+    hidden = lm.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                              **kwargs).last_hidden_state
+    labels = batch["labels"]
+    rows, cols = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)    # position t predicts label t + 1
+    logits = lm.get_output_embeddings()(hidden[rows, cols]).float()
+    cap = getattr(lm.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits.log_softmax(-1)
+
+
+def topk_kl(teacher_ids: torch.Tensor, teacher_logp: torch.Tensor, student_logp: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) [A] over the teacher's top-k tokens plus one bucket for the rest of the vocabulary."""
+    s_top = student_logp.gather(-1, teacher_ids)
+    p_top = teacher_logp.exp()
+    kl = (p_top * (teacher_logp - s_top)).sum(-1)
+    t_rest = (1 - p_top.sum(-1)).clamp_min(1e-8)
+    s_rest = (1 - s_top.exp().sum(-1)).clamp_min(1e-8)
+    return kl + t_rest * (t_rest.log() - s_rest.log())
+
+
+def full_kl(teacher_logp: torch.Tensor, student_logp: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) [A] over the full vocabulary."""
+    return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1)
+
+
+def _distill_trainer(cfg: AdaptConfig, tokenizer: Any, collator: DistillCollator):
+    from transformers import Trainer
+
+    class DistillTrainer(Trainer):
+        """Trainer whose loss is the weighted KL(teacher || student); some steps sample answers from the student."""
+
+        kl_sum, kl_count = 0.0, 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            rng = random.Random(cfg.seed * 1_000_003 + self.state.global_step)
+            teacher = None
+            if cfg.on_policy and rng.random() < cfg.on_policy:
+                inputs = self.student_answers(model, inputs)
+                with torch.no_grad(), model.disable_adapter():
+                    teacher = answer_logprobs(model, inputs, mas=False)
+            student = answer_logprobs(model, inputs, mas=True)
+            if teacher is None:
+                kl = topk_kl(inputs["topk_ids"], inputs["topk_logp"], student)
+            else:
+                kl = full_kl(teacher, student)
+            weights = inputs["weights"].to(kl)
+            self.kl_sum += float(kl.detach().sum())
+            self.kl_count += kl.numel()
+            return (weights * kl).sum() / weights.sum()
+
+        @torch.no_grad()
+        def student_answers(self, model, inputs):
+            """The batch's prompts with answers sampled from the student under MAS prefill (T = 1)."""
+            prompts = [Example(ids[:n].tolist(), segs[:n].tolist(), [IGNORE_INDEX] * n) for ids, segs, n in
+                       zip(inputs["input_ids"], inputs["segment_ids"], inputs["prompt_len"].tolist())]
+            left = collate(prompts, pad_token_id=tokenizer.pad_token_id, padding_side="left")
+            was_training = model.training
+            model.eval()
+            out = model.generate(input_ids=left["input_ids"], attention_mask=left["attention_mask"],
+                                 segment_ids=left["segment_ids"], do_sample=True, temperature=1.0, top_p=1.0,
+                                 top_k=0, max_new_tokens=cfg.answer_tokens, pad_token_id=tokenizer.pad_token_id)
+            model.train(was_training)
+            eos = _eos_ids(model.get_base_model(), tokenizer)
+            rows = []
+            for p, new in zip(prompts, out[:, left["input_ids"].shape[1]:].tolist()):
+                n = next((t + 1 for t, tok in enumerate(new) if tok in eos), len(new))
+                rows.append({"input_ids": p.input_ids + new[:n], "segment_ids": p.segment_ids + [-1] * n,
+                             "labels": p.labels + new[:n], "prompt_len": len(p)})
+            return {k: v.to(inputs["input_ids"].device) for k, v in collator(rows).items()}
+
+        def log(self, logs, *args, **kwargs):
+            if self.kl_count:
+                logs["kl"] = round(self.kl_sum / self.kl_count, 5)
+                self.kl_sum, self.kl_count = 0.0, 0
+            super().log(logs, *args, **kwargs)
+
+    return DistillTrainer
+
+
+def _budget_callback(budget: tuple[str, float] | None):
+    from transformers import TrainerCallback
+
+    class Budget(TrainerCallback):
+        """Stops training (with a checkpoint) once this invocation spent its time or the run its tokens."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if budget is None:
+                return
+            kind, limit = budget
+            spent = time.perf_counter() - self.start if kind == "seconds" else state.num_input_tokens_seen
+            if spent >= limit:
+                control.should_training_stop = True
+                control.should_save = True
+
+    return Budget()
+
+
+def adapt(cfg: AdaptConfig, *, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
+    """Run the adaptation; returns a summary (prompts by category, steps, KL, wall-clock, tokens/s, adapter folder).
+
+    ``model``/``tokenizer`` may be given (a tiny test model); otherwise ``cfg.model`` is loaded (and
+    ``cfg.init_adapter`` merged in). Raises ``ValueError`` for a tokenizer without a chat template or an attention
+    backend that cannot take a mask.
+    """
+    from transformers import set_seed
+
+    from .hf import check_backend, enable
+    from .lora import add_lora
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+    model, tokenizer = start_model(cfg, model, tokenizer)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"{cfg.model}: the tokenizer has no chat template; adapt distils chat answers and needs one")
+    check_backend(model.config)
+    start = time.perf_counter()
+    records = build_teacher_cache(model, tokenizer, cfg)
+    teacher_s = time.perf_counter() - start
+    if not records:
+        raise ValueError("the prompt pool gave no prompt with a teacher answer")
+    categories: dict[str, int] = {}
+    for r in records:
+        categories[r["category"]] = categories.get(r["category"], 0) + 1
+    if cfg.progress:
+        print(f"teacher: {len(records)} answers ({teacher_s:.0f} s): {categories}", flush=True)
+    set_seed(cfg.seed)
+    model = enable(add_lora(model, cfg.lora))
+    model.train()
+    meta = segmask_config(mask="mas", prompt_form="chat", base_model=cfg.model, made_by="segmask adapt",
+                          recipe=cfg.recipe())
+    collator = DistillCollator(tokenizer.pad_token_id, cfg.early_weight, cfg.early_tokens)
+    trainer, result, wall = run_trainer(model, cfg, DistillDataset(tokenizer, records), collator, meta,
+                                        trainer_cls=_distill_trainer(cfg, tokenizer, collator),
+                                        callbacks=[_budget_callback(parse_budget(cfg.budget))])
+    adapter = save_adapter(model, out / "adapter", mask="mas", prompt_form="chat", base_model=cfg.model,
+                           dtype=cfg.save_dtype, made_by="segmask adapt", recipe=cfg.recipe())
+    tokens = trainer.state.num_input_tokens_seen
+    summary = {"prompts": len(records), "categories": categories, "teacher_s": round(teacher_s, 1),
+               "steps": trainer.state.global_step, "train_loss": result.training_loss, "wall_s": round(wall, 1),
+               "tokens_seen": tokens, "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None,
+               "adapter": str(adapter), "recipe": cfg.recipe()}
+    (out / "adapt_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
