@@ -18,6 +18,7 @@ from .generation import generate
 from .hf import build_mas_masks, disable, enable, is_enabled
 from .masks import CAUSAL, mas_mod, segment_mask, validate_segment_ids
 from .models import DEFAULT_MODEL, load_model
+from .packing import PackedRow, collate_packed, pack
 from .prefill import mas_prefill
 from .prefix_cache import PrefixCache
 from .segments import Batch, Example, Piece, collate, encode_pieces, encode_spans, from_segment_ids
@@ -31,10 +32,12 @@ __all__ = [
     "Batch",
     "Conversation",
     "Example",
+    "PackedRow",
     "Piece",
     "PrefixCache",
     "build_mas_masks",
     "collate",
+    "collate_packed",
     "disable",
     "enable",
     "encode_chat",
@@ -47,6 +50,7 @@ __all__ = [
     "load_model",
     "mas_mod",
     "mas_prefill",
+    "pack",
     "segment_mask",
     "validate_segment_ids",
 ]

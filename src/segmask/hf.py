@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
-from .masks import (CAUSAL, as_segment_ids, pad_segment_ids, renumber_segments, same_segment_mod,
-                    segment_mask_rows, validate_segment_ids, window_mod)
+from .masks import (CAUSAL, as_segment_ids, pad_segment_ids, packed_document_ids, renumber_segments,
+                    same_document_mod, same_segment_mod, segment_mask_rows, validate_documents, validate_segment_ids,
+                    window_mod)
 
 _STATE_ATTR = "_segmask_state"
 _MASKED_BACKENDS = ("sdpa", "eager", "flex_attention")
@@ -197,8 +198,11 @@ def build_mas_masks(
     Returns:
         {kind: mask} where mask is what transformers' ``create_causal_mask`` returns for the backend (bool
         [B, 1, Q, K] for sdpa, additive float for eager, BlockMask for flex_attention).
+
+    Packed rows (``position_ids`` restarting at 0, no ``attention_mask``, no cache; see ``segmask.packing``) get MAS
+    AND the same-sequence (block-diagonal) mask; a BlockMask for flex_attention, never a dense T x T there.
     """
-    from transformers.masking_utils import create_causal_mask
+    from transformers.masking_utils import and_masks, create_causal_mask
 
     check_backend(config)
     past = _past_length(past_key_values)
@@ -210,16 +214,22 @@ def build_mas_masks(
             kv_length, kv_offset = past_key_values.get_mask_sizes(query_length, layer_idx)
             max_keys = max(max_keys, int(kv_length) + int(kv_offset))
     segment_ids = pad_segment_ids(segment_ids.to(device), max_keys)
+    documents = packed_documents(position_ids, attention_mask, past_key_values, batch_size)
+    if documents is not None:
+        position_ids = None  # transformers would remap q_idx/kv_idx to positions, our mask_mods index tokens
     shape_only = torch.empty((batch_size, query_length, 0), dtype=dtype, device=device)
     masks = {}
     for kind, layer_idx in kinds.items():
-        fast = _fast_sdpa_mask(config, kind, segment_ids, attention_mask, past_key_values, position_ids, past,
+        fast = _fast_sdpa_mask(config, kind, segment_ids, attention_mask, past_key_values, documents, past,
                                query_length, layer_idx)
         if fast is not None:
             masks[kind] = fast
             continue
         # create_causal_mask ORs first, then ANDs: (causal | same segment) & window, as mas_mod defines it.
         window = window_mod(config.sliding_window) if kind == "sliding_attention" else None
+        if documents is not None:
+            same_doc = same_document_mod(documents.to(device))
+            window = same_doc if window is None else and_masks(window, same_doc)
         masks[kind] = create_causal_mask(
             config=config,
             inputs_embeds=shape_only,
@@ -233,15 +243,16 @@ def build_mas_masks(
     return masks
 
 
-def _fast_sdpa_mask(config, kind, segment_ids, attention_mask, past_key_values, position_ids, past, query_length,
+def _fast_sdpa_mask(config, kind, segment_ids, attention_mask, past_key_values, documents, past, query_length,
                     layer_idx) -> torch.Tensor | None:
-    """The sdpa bool mask of a full-attention layer built directly with tensor ops (``segment_mask_rows``), the same
-    mask ``create_causal_mask`` builds through vmap at ~10x the cost; None where that equality is not certain
-    (other backends, sliding layers, caches with a key offset, packed-sequence position ids)."""
+    """The sdpa bool mask of a full-attention layer built directly with tensor ops (``segment_mask_rows``, AND the
+    same-sequence mask of packed rows), the same mask ``create_causal_mask`` builds through vmap at ~10x the cost;
+    None where that equality is not certain (other backends, sliding layers, caches with a key offset)."""
     if config._attn_implementation != "sdpa" or kind != "full_attention":
         return None
-    if position_ids is not None and attention_mask is None and past_key_values is None:
-        return None  # create_causal_mask may detect packed sequences from the position ids
+    if documents is not None:
+        same = documents[:, :, None] == documents[:, None, :]
+        return segment_mask_rows(segment_ids, None, end=query_length) & same[:, None].to(segment_ids.device)
     if past_key_values is not None:
         kv_length, kv_offset = (int(v) for v in past_key_values.get_mask_sizes(query_length, layer_idx))
     else:
@@ -249,6 +260,15 @@ def _fast_sdpa_mask(config, kind, segment_ids, attention_mask, past_key_values, 
     if kv_offset != 0:
         return None
     return segment_mask_rows(segment_ids, attention_mask, start=past, end=past + query_length, kv_length=kv_length)
+
+
+def packed_documents(position_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, past_key_values: Any,
+                     batch_size: int) -> torch.Tensor | None:
+    """``document_ids`` [B, T] of a packed batch (``position_ids`` restart inside a row, no ``attention_mask``, no
+    cache: transformers' own rule for packed sequences), else None."""
+    if position_ids is None or attention_mask is not None or _past_length(past_key_values) > 0:
+        return None
+    return packed_document_ids(position_ids, batch_size)
 
 
 def _make_hook(param_names: list[str]):
@@ -295,10 +315,19 @@ def _apply_mas(module: torch.nn.Module, segment_ids: torch.Tensor, kwargs: dict)
         raise ValueError(
             f"segment_ids covers {segment_ids.shape[1]} positions but attention_mask only {padding.shape[1]}"
         )
-    validate_segment_ids(segment_ids, padding)
+    documents = packed_documents(kwargs.get("position_ids"), attention_mask, past_key_values, batch_size)
+    try:
+        validate_segment_ids(segment_ids, padding)
+    except ValueError as err:
+        if documents is None:
+            raise
+        raise ValueError(f"{err}; in a packed row segment ids must be unique across its sequences "
+                         "(segmask.pack renumbers them)") from None
+    if documents is not None:
+        validate_documents(pad_segment_ids(segment_ids, total), documents.to(segment_ids.device))
     segment_ids = renumber_segments(segment_ids)  # small ids whatever the caller used
     query_segments = pad_segment_ids(segment_ids, total)[:, past:total]
-    if not (query_segments != CAUSAL).any():
+    if not (query_segments != CAUSAL).any() and documents is None:
         return  # decode steps and causal-only inputs: the vanilla path, bit for bit
     _check_prefill_boundaries(segment_ids, past, total)
     dtype = embeds.dtype if embeds is not None else module.get_input_embeddings().weight.dtype

@@ -220,3 +220,56 @@ def mas_mod(segment_ids: torch.Tensor, window: int | None = None) -> MaskMod:
 
     mas.__name__ = "mas" if window is None else f"mas_sliding_window_{window}"
     return mas
+
+
+def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
+    """LongTensor [B, T]: which packed sequence (document) each token of ``position_ids`` [B, T] belongs to, counted
+    from 0 in each row. A sequence starts wherever a position does not follow the one before it (position ids restart
+    at 0 for each packed example), as in transformers' ``find_packed_sequence_indices``."""
+    previous = torch.cat([position_ids[:, :1] - 1, position_ids[:, :-1]], dim=-1)
+    return (position_ids != previous + 1).long().cumsum(-1)
+
+
+def packed_document_ids(position_ids: torch.Tensor, batch_size: int | None = None) -> torch.Tensor | None:
+    """``document_ids`` of ``position_ids`` [B or 1, T] (expanded to ``batch_size`` rows), or None when every row
+    holds a single sequence."""
+    if batch_size is not None:
+        position_ids = position_ids.expand(batch_size, -1)
+    documents = document_ids(position_ids)
+    return documents if bool((documents[:, -1] > 0).any()) else None
+
+
+def validate_documents(segment_ids: torch.Tensor, documents: torch.Tensor) -> None:
+    """Raise ``ValueError`` naming the sample if a segment of ``segment_ids`` [B, T] crosses the start of a packed
+    sequence in ``documents`` [B, T] (``document_ids``): a segment belongs to one example."""
+    crossing = ((segment_ids[:, 1:] >= 0) & (segment_ids[:, 1:] == segment_ids[:, :-1])
+                & (documents[:, 1:] != documents[:, :-1]))
+    if crossing.any():
+        b, t = crossing.nonzero()[0].tolist()
+        raise ValueError(f"sample {b}: segment {int(segment_ids[b, t])} crosses the start of a packed sequence at "
+                         f"position {t + 1} (position_ids restart there)")
+
+
+def same_document_mod(documents: torch.Tensor) -> MaskMod:
+    """mask_mod that is True where query and key lie in the same packed sequence; ``documents`` [B, T] from
+    ``document_ids``. AND it with MAS for packed rows."""
+
+    def same_document(b, h, q_idx, kv_idx):
+        return documents[b, q_idx] == documents[b, kv_idx]
+
+    return same_document
+
+
+def packed_segment_mask(segment_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    """Dense reference mask of a packed batch: MAS (``segment_mask``) AND same packed sequence.
+
+    Args:
+        segment_ids: [B, T], unique within each row (see ``segmask.packing``).
+        position_ids: [B, T], restarting at 0 for each packed example.
+
+    Returns:
+        BoolTensor [B, 1, T, T]; True at [b, 0, q, k]: query q may attend key k.
+    """
+    documents = document_ids(torch.as_tensor(position_ids))
+    same = documents[:, :, None] == documents[:, None, :]
+    return segment_mask(segment_ids) & same[:, None]
