@@ -7,6 +7,9 @@ order, LoRA init, dropout, optimiser) is fixed by ``seed`` and identical. Loss i
     >>> cfg = TrainConfig(data=["../shared/data/commonsense"], output_dir="runs/mas", mask="mas", max_examples=2000)
     >>> summary = train(cfg)       # adapter + segmask.json in runs/mas/adapter, loss curve in runs/mas/loss_curve.json
 
+``packing=True`` packs the examples into rows of at most ``cutoff`` tokens (``segmask.packing``): no padding, each
+example attends only to itself, MAS inside it, the same loss per example as unpacked batches.
+
 Multi-GPU / FSDP: run the ``segmask train`` command under ``accelerate launch``; Trainer picks the setup up.
 """
 
@@ -21,6 +24,7 @@ from typing import Any, Sequence
 from .data import PROMPT_FORMS, ExampleDataset, SegmentCollator, load_records, mix, prepare
 from .lora import MASKS, LoraSettings, save_adapter, settings_dict
 from .models import BASE_MODEL
+from .packing import PackedCollator, PackedDataset, pack
 from .questions import ANSWER_FORMS, OPTION_ORDERS
 
 LOSS_CURVE = "loss_curve.json"
@@ -85,6 +89,9 @@ class TrainConfig(LoopConfig):
     option_order: str = field(default="after", metadata={"help": "commonsense options after or before the question"})
     cutoff: int = field(default=256, metadata={"help": "max tokens per example (segments are never cut)"})
     max_examples: int | None = field(default=None, metadata={"help": "keep this many mixed rows (None: all)"})
+    packing: bool = field(default=False, metadata={
+        "help": "pack examples into rows of at most --cutoff tokens (no padding; each example attends only to "
+                "itself, MAS inside it); --batch-size then counts rows"})
 
     def __post_init__(self):
         if isinstance(self.data, (str, Path)):
@@ -169,7 +176,9 @@ def run_trainer(model: Any, cfg: LoopConfig, dataset: Any, collator: Any, meta: 
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         remove_unused_columns=False,  # keep segment_ids
-        include_num_input_tokens_seen="non_padding",
+        # packed batches have no attention_mask; their padding is a short tail. Trainer runs the model with
+        # use_cache=False (TrainingArguments.use_cache), which the causal arm's packed-row mask needs
+        include_num_input_tokens_seen="all" if getattr(cfg, "packing", False) else "non_padding",
         report_to=[],
         disable_tqdm=not cfg.progress,
         dataloader_num_workers=0,
@@ -230,8 +239,15 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> dict
         enable(model)
     model.train()
     meta = segmask_config(mask=cfg.mask, prompt_form=cfg.prompt_form, base_model=cfg.model, recipe=cfg.recipe())
-    collator = SegmentCollator(tokenizer.pad_token_id, with_segments=cfg.mask == "mas", max_length=cfg.cutoff)
-    trainer, result, wall = run_trainer(model, cfg, ExampleDataset(examples), collator, meta)
+    if cfg.packing:
+        rows = pack(examples, cfg.cutoff)
+        dataset, collator = PackedDataset(rows), PackedCollator(tokenizer.pad_token_id, with_segments=cfg.mask == "mas")
+        if cfg.progress:
+            print(f"packing: {len(examples)} examples in {len(rows)} rows of <= {cfg.cutoff} tokens", flush=True)
+    else:
+        dataset = ExampleDataset(examples)
+        collator = SegmentCollator(tokenizer.pad_token_id, with_segments=cfg.mask == "mas", max_length=cfg.cutoff)
+    trainer, result, wall = run_trainer(model, cfg, dataset, collator, meta)
     main = trainer.is_world_process_zero()  # under accelerate/torchrun only the main process writes files
     adapter = out / "adapter"
     if main:
@@ -246,6 +262,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> dict
         "tokens_seen": tokens,
         "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None,
         "data": asdict(stats),
+        "packed_rows": len(dataset) if cfg.packing else None,
         "adapter": str(adapter),
         "recipe": cfg.recipe(),
     }

@@ -2,6 +2,7 @@
 
     segmask train ../shared/data/commonsense --mask mas --out runs/mas --max-examples 2000
     segmask train my_chats.jsonl --prompt-form chat --mask mas --out runs/chat-mas --epochs 3
+    segmask train my_chats.jsonl --prompt-form chat --mask mas --out runs/chat-mas --packing --cutoff 1024
     accelerate launch -m segmask train DATA --out runs/x        # multi-GPU / FSDP through Trainer
 
 Writes ``OUT/adapter`` (PEFT adapter + segmask.json), ``OUT/loss_curve.json``, ``OUT/train_summary.json`` and
@@ -31,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="list commonsense options after the question (the data's layout) or before it")
     p.add_argument("--cutoff", type=int, default=256, help="max tokens per example; segments are never cut")
     p.add_argument("--max-examples", type=int, default=None, help="keep this many mixed rows")
+    p.add_argument("--packing", action="store_true",
+                   help="pack examples into rows of at most --cutoff tokens (no padding; each example attends only "
+                        "to itself, MAS inside it); --batch-size then counts rows")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--max-steps", type=int, default=-1, help="optimizer steps (overrides --epochs)")
     p.add_argument("--batch-size", type=int, default=4, help="micro batch per device")
@@ -63,7 +67,7 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig(
         data=args.data, output_dir=args.out, mask=args.mask, model=args.model, prompt_form=args.prompt_form,
         system=args.system, answer_form=args.answer_form, option_order=args.option_order, cutoff=args.cutoff,
-        max_examples=args.max_examples, epochs=args.epochs,
+        max_examples=args.max_examples, packing=args.packing, epochs=args.epochs,
         max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
         warmup_steps=args.warmup_steps, seed=args.seed, lora=lora, dtype=args.dtype, attn=args.attn,
         logging_steps=args.logging_steps, save_steps=args.save_steps, resume=args.resume,
