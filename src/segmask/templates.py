@@ -33,6 +33,20 @@ QA_ANSWER = "Answer:"
 line is the segment, ``Answer:`` the causal lead-in, each option the continuation ``" " + option``."""
 
 
+def text_prompt_prefix(tokenizer: Any) -> list[int]:
+    """The ids a tokenizer puts in front of plain text by itself: Gemma's ``<bos>``, none for SmolLM2.
+
+    Plain-text prompts (the commonsense and qa forms) start with them, as the model saw text in pre-training: Gemma 3
+    without its BOS degenerates into repeating words. Chat templates write their own, so chat prompts do not.
+    """
+    with_specials = tokenizer("a")["input_ids"]
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for k in range(len(with_specials) - len(plain) + 1):
+        if with_specials[k:k + len(plain)] == plain:
+            return list(with_specials[:k])
+    return []
+
+
 def commonsense_pieces(record: Mapping[str, Any], *, with_answer: bool = False, eos_token: str | None = None) -> list[Piece]:
     """The paper's prompt for an LLM-Adapters record (``instruction``, optional ``input``, ``output``) as pieces.
 

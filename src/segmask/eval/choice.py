@@ -33,7 +33,7 @@ from typing import Any, Mapping
 from ..questions import Question, parse_question
 from ..segments import Example, Piece
 from ..templates import ANSWER_LEAD, QA_ANSWER, QA_QUESTION
-from .scoring import continuation_ids, mask_pieces, prompt_pieces
+from .scoring import continuation_ids, mask_pieces, prompt_pieces, prompt_prefix
 
 CHOICE_PROMPT_FORMS = ("commonsense", "chat", "qa")
 
@@ -86,11 +86,11 @@ def choice_request(tokenizer: Any, record: Mapping[str, Any], *, mask: str = "ma
     question = parse_question(record)
     context, options = choice_pieces(tokenizer, record, question, prompt_form=prompt_form, system=system,
                                      option_order=option_order)
-    context = mask_pieces(context, mask)
+    context, prefix = mask_pieces(context, mask), prompt_prefix(tokenizer, prompt_form)
     encoded, conts, skip = None, [], []
     for unscored, scored in options:
         encoded, ids, k = continuation_ids(tokenizer, context, [Piece(unscored), Piece(scored, label=True)],
-                                           where=record.get("index", "?"))
+                                           where=record.get("index", "?"), prefix=prefix)
         conts.append(ids)
         skip.append(k)
     return ChoiceRequest(question, encoded, conts, skip, [scored for _, scored in options])

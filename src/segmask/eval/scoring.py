@@ -35,7 +35,7 @@ from ..chat import chat_pieces
 from ..masks import CAUSAL
 from ..segments import IGNORE_INDEX, Example, Piece, collate, encode_pieces, position_ids_from_attention_mask
 from ..questions import OPTION_ORDERS, rewrite_record
-from ..templates import ANSWER_LEAD, commonsense_pieces
+from ..templates import ANSWER_LEAD, commonsense_pieces, text_prompt_prefix
 
 LOGLIK_PREFIX = ANSWER_LEAD
 """Causal text after the response header that the log-likelihood continuations extend (as in ``output``)."""
@@ -84,24 +84,40 @@ def mask_pieces(pieces: Sequence[Piece], mask: str) -> list[Piece]:
     return causal[:head] + causal[:head] + causal[head:]
 
 
+def prompt_prefix(tokenizer: Any, prompt_form: str) -> list[int]:
+    """Causal ids in front of a prompt's pieces: the tokenizer's own BOS for the plain-text forms (Gemma's
+    ``<bos>``, none for SmolLM2; ``templates.text_prompt_prefix``), none for ``chat`` (its template writes its own)."""
+    return [] if prompt_form == "chat" else text_prompt_prefix(tokenizer)
+
+
+def encode_prompt(tokenizer: Any, pieces: Sequence[Piece], prefix: Sequence[int] = ()) -> Example:
+    """``encode_pieces`` with the causal, unlabelled ids ``prefix`` (see ``prompt_prefix``) in front."""
+    example = encode_pieces(tokenizer, pieces)
+    if not prefix:
+        return example
+    n = len(prefix)
+    return Example([*prefix, *example.input_ids], [CAUSAL] * n + example.segment_ids,
+                   [IGNORE_INDEX] * n + example.labels, tokenizer.decode(list(prefix)) + example.text, example.meta)
+
+
 def prompt_example(tokenizer: Any, record: Mapping[str, Any], *, mask: str = "mas",
                    prompt_form: str = "commonsense", system: str | None = None, option_order: str = "after") -> Example:
     """Tokenized generation prompt under ``mask`` (see ``mask_pieces``); causal prompts have segment ids -1."""
     pieces = prompt_pieces(tokenizer, record, prompt_form, system, option_order)
-    return encode_pieces(tokenizer, mask_pieces(pieces, mask))
+    return encode_prompt(tokenizer, mask_pieces(pieces, mask), prompt_prefix(tokenizer, prompt_form))
 
 
 def continuation_ids(tokenizer: Any, context: Sequence[Piece], continuation: Sequence[Piece], *,
-                     where: Any = "?") -> tuple[Example, list[int], int]:
-    """Encode ``context`` pieces, and the token ids that ``continuation`` pieces add after them.
+                     where: Any = "?", prefix: Sequence[int] = ()) -> tuple[Example, list[int], int]:
+    """Encode ``context`` pieces (after the ids ``prefix``), and the token ids ``continuation`` pieces add after them.
 
     Returns (context ``Example``, continuation ids, how many leading continuation ids are not scored: those of
     unlabelled continuation pieces, which must all come before the labelled ones). The continuation is tokenized
     together with the context; raises ``ValueError`` (naming ``where``) when a token spans the boundary (the
     context would differ between choices) or when no labelled token follows it.
     """
-    ctx = encode_pieces(tokenizer, context)
-    full = encode_pieces(tokenizer, [*context, *continuation])
+    ctx = encode_prompt(tokenizer, context, prefix)
+    full = encode_prompt(tokenizer, [*context, *continuation], prefix)
     n = len(ctx)
     scored = [lab != IGNORE_INDEX for lab in full.labels[n:]]
     text = "".join(p.text for p in continuation)
@@ -126,10 +142,10 @@ def loglik_request(tokenizer: Any, record: Mapping[str, Any], choices: Sequence[
     pieces.append(Piece(LOGLIK_PREFIX))
     if not choices:
         raise ValueError(f"record {record.get('index', '?')}: no choices to score")
-    conts = []
+    conts, prefix = [], prompt_prefix(tokenizer, prompt_form)
     for choice in choices:
         context, ids, _ = continuation_ids(tokenizer, pieces, [Piece(" " + choice, label=True)],
-                                           where=record.get("index", "?"))
+                                           where=record.get("index", "?"), prefix=prefix)
         conts.append(ids)
     return context, conts
 
