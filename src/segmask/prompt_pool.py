@@ -117,6 +117,7 @@ CHARACTERS = [
     "a shy robot", "a brave little mouse", "an old lighthouse keeper", "a curious girl", "a lost puppy",
     "a dragon who is afraid of fire", "a baker", "a tired astronaut", "a talking tree", "a young inventor",
     "a wise owl", "a clumsy wizard", "a fisherman", "a cat who wants to fly", "two best friends",
+    "a grumpy old king", "a little cloud", "a polite crocodile", "a detective dog", "a forgetful giant",
 ]
 
 PASSAGES = [
@@ -155,6 +156,10 @@ SENTENCES = [
     "we was late because the bus didnt come", "he can plays the guitar very good",
     "The early bird catches the worm.", "Knowledge is power.", "Good morning, how are you today?",
     "The train leaves at seven o'clock.", "I would like a cup of coffee, please.", "Where is the nearest library?",
+    "my brother have three cat and one dog", "yesterday we goes to the beach and swimmed", "she is more taller than me",
+    "Can you tell me how much does this cost?", "The children was playing in the garden.", "I am agree with you.",
+    "Please send me the report by Friday.", "The sun rises in the east.", "We need more milk and bread.",
+    "Thank you for your help yesterday.", "the movie were very boring and to long", "He don't know nothing about it.",
 ]
 
 FOLLOW_UPS = [
@@ -230,7 +235,7 @@ def _template_prompt(category: str, rng: random.Random, split: str) -> tuple[str
     task = rng.choice(_items(HOWTO_TASKS, split))
     concept = rng.choice(_items(CONCEPTS, split))
     a, b = rng.choice([p for p in PAIRS if heldout(" vs ".join(p)) == (split == "heldout")] or PAIRS)
-    character = rng.choice(CHARACTERS)
+    character = rng.choice(_items(CHARACTERS, split))
     passage = rng.choice(_items(PASSAGES, split))
     sentence = rng.choice(_items(SENTENCES, split))
     text = template.format(topic=topic, task=task, task_ing=_ing(task), concept=concept, a=a, b=b,

@@ -1,6 +1,6 @@
 """``segmask chat``: interactive multi-turn chat with MAS prefill, streaming tokens as they are generated.
 
-    segmask chat --system "You are terse."                 # the embedded SmolLM2-135M-Instruct
+    segmask chat --system "You are terse."                 # the embedded MAS-ready SmolLM2 (smollm2-135m-mas)
     segmask chat --model Qwen/Qwen2.5-0.5B-Instruct --adapter out/lora --show-segments
     segmask chat --causal                                  # plain causal prefill, for comparison
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import add_model_args
+from . import add_model_args, chosen_mask, load_chosen
 from .generate import add_generation_args, decoding_kwargs
 
 
@@ -31,18 +31,15 @@ def run(args: argparse.Namespace) -> int:
     from transformers import TextStreamer
 
     from ..conversation import Conversation
-    from ..hf import enable
-    from ..models import load_model
     from ..viz import describe_segments
 
-    model, tokenizer = load_model(args.model, dtype=args.dtype, attn_implementation=args.attn,
-                                  device=args.device, adapter=args.adapter)
-    enable(model)
+    model, tokenizer = load_chosen(args)
+    causal = chosen_mask(args) == "causal"
     kwargs = decoding_kwargs(args, tokenizer)
     torch.manual_seed(args.seed)
-    new_chat = lambda: Conversation(model, tokenizer, system=args.system or None, causal=args.causal)  # noqa: E731
+    new_chat = lambda: Conversation(model, tokenizer, system=args.system or None, causal=causal)  # noqa: E731
     chat = new_chat()
-    mode = "causal" if args.causal else "MAS"
+    mode = "causal" if causal else "MAS"
     print(f"segmask chat: {args.model} ({mode} prefill). /reset starts over, /quit leaves.", flush=True)
     while True:
         print("\nyou> ", end="", flush=True)

@@ -1,100 +1,132 @@
 """``segmask demo``: the main job on the embedded model.
 
-1. A chat prompt's segments and ASCII mask, answered by the base model with MAS prefill and with the causal mask
-   (the base model was trained causally, so MAS alone does not help it).
-2. With the MAS LoRA adapter of the reproduction run (``adapters/smollm2-135m-mas-commonsense`` when run from the
-   repository, or ``--tuned PATH``): a commonsense question in the paper's prompt form, answered with MAS prefill
-   (as the adapter was trained) and with causal prefill (the train/serve mismatch the paper warns about).
+1. A chat prompt's segments and ASCII mask, then answers to a few chat prompts from the MAS-ready default
+   (``smollm2-135m-mas``: SmolLM2-135M-Instruct + the shipped adapter made by ``segmask adapt``) with MAS prefill,
+   next to the original model with causal prefill; once, the original model with MAS prefill and no adaptation,
+   to show why adaptation is needed.
+2. A multiple-choice question scored by content: each option's text is scored as the continuation of the prompt
+   (the ``choice`` protocol of ``segmask eval``), with the options in two orders. A pick that follows the right
+   option's text, not its position, is read from the question, not from a label habit. The measured accuracy on
+   held-out test questions is in docs/ADAPT.md.
+
+With ``--model`` or ``--adapter`` the demo runs that model, MAS prefill next to causal prefill.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from . import add_model_args
+from . import add_model_args, load_chosen
 
 SYSTEM = "You are a concise assistant. Answer in one sentence."
-USER = "Which is heavier, a kilogram of feathers or a kilogram of iron?"
-TUNED = "adapters/smollm2-135m-mas-commonsense"
-QUESTION = {  # written for the demo in the LLM-Adapters ARC form; not from the test sets
+PROMPTS = [  # written for the demo; not in adaptation's prompt pool or the test sets
+    (SYSTEM, "Which is heavier, a kilogram of feathers or a kilogram of iron?"),
+    ("", "How many legs does a spider have?"),
+    ("", "Read this notice and tell me when the meeting is now.\n\nThe meeting has been moved from 10 am to 3 pm "
+         "because the room is being painted. Please bring your laptop."),
+]
+QUESTION = {  # the LLM-Adapters ARC form; written for the demo, not from the test sets
     "instruction": "Please choose the correct answer to the question: Which object is a good conductor of "
                    "electricity?\n\nAnswer1: a rubber band Answer2: a copper wire Answer3: a wooden spoon "
                    "Answer4: a plastic cup\n\nAnswer format: answer1/answer2/answer3/answer4",
     "input": "",
 }
+REORDERED = {**QUESTION, "instruction": QUESTION["instruction"].replace(
+    "Answer1: a rubber band Answer2: a copper wire Answer3: a wooden spoon Answer4: a plastic cup",
+    "Answer1: a wooden spoon Answer2: a plastic cup Answer3: a rubber band Answer4: a copper wire")}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="segments, ASCII mask and a MAS vs causal answer on the default model")
+    p = sub.add_parser("demo", help="segments, ASCII mask, and MAS-ready vs causal answers on the default model")
     add_model_args(p)
-    p.add_argument("--system", default=SYSTEM)
-    p.add_argument("--user", default=USER)
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--tuned", default=TUNED, help="MAS-trained segmask adapter for part 2 ('' skips it); "
-                                                  f"default {TUNED} (relative to the working directory)")
+    p.add_argument("--max-new-tokens", type=int, default=40)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..chat import encode_chat
-    from ..hf import enable
-    from ..models import load_model
-    from .show import conversation, render
-
-    model, tokenizer = load_model(args.model, dtype=args.dtype, attn_implementation=args.attn,
-                                  device=args.device, adapter=args.adapter)
-    enable(model)
-    batch = encode_chat(tokenizer, conversation(args.system, args.user)).to(args.device)
-    print(f"model: {args.model}   attention: {args.attn}\n")
-    print(render(tokenizer, batch, max_size=48))
-    print("\n'#' = may attend, '.' = masked; rows are queries, columns keys; digits name segments, '-' is causal.\n")
-    _answer(model, tokenizer, batch, causal_only=args.causal, max_new_tokens=args.max_new_tokens)
-    if not args.tuned or args.adapter:
-        return 0
-    if not Path(args.tuned).is_dir():
-        print(f"\n(part 2 skipped: no adapter at {args.tuned}; pass --tuned PATH)")
-        return 0
-    return _tuned_part(model, tokenizer, args)
-
-
-def _answer(model, tokenizer, batch, *, causal_only: bool, max_new_tokens: int) -> None:
-    """Greedy answers to ``batch`` (one prompt) with MAS prefill and with causal prefill."""
     import torch
 
-    prompt_len = batch["input_ids"].shape[1]
-    modes = [("causal", None)] if causal_only else [("MAS", batch["segment_ids"]), ("causal", None)]
-    for name, segment_ids in modes:
-        extra = {} if segment_ids is None else {"segment_ids": segment_ids}
-        with torch.no_grad():
-            out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra,
-                                 max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        answer = tokenizer.decode(out[0, prompt_len:], skip_special_tokens=True).strip()
-        print(f"{name:>6} prefill -> {answer}")
+    from ..chat import encode_chat
+    from .show import conversation, render
+
+    custom = bool(args.model or args.adapter or args.causal)
+    if custom:
+        model, tokenizer = load_chosen(args)
+        ways = [("MAS prefill", {}, True), ("causal prefill", {}, False)]
+    else:
+        model, tokenizer = _default_pair(args)
+        ways = [("MAS, adapted", {"adapter": True}, True), ("causal, original", {"adapter": False}, False)]
+    first = encode_chat(tokenizer, conversation(*PROMPTS[0])).to(args.device)
+    print(f"model: {args.model}   attention: {args.attn}\n")
+    print(render(tokenizer, first, max_size=48))
+    print("\n'#' = may attend, '.' = masked; rows are queries, columns keys; digits name segments, '-' is causal.\n")
+    for i, (system, user) in enumerate(PROMPTS):
+        print(("system: " + system + "\n" if system else "") + "user: " + user.replace("\n", "\n      "))
+        batch = encode_chat(tokenizer, conversation(system, user)).to(args.device)
+        rows = list(ways) + ([("MAS, NOT adapted", {"adapter": False}, True)] if i == 0 and not custom else [])
+        for name, use, mas in rows:
+            with torch.no_grad(), _adapter(model, use.get("adapter")):
+                print(f"  {name:>16} -> {_answer(model, tokenizer, batch, mas, args.max_new_tokens)}")
+        print()
+    if not custom:
+        print("('MAS, NOT adapted' is the original model prefilled under MAS: it was trained causally, so bidirectional "
+              "prompt attention confuses it. `segmask adapt` fixes that without labelled data; docs/ADAPT.md has the "
+              "measurements.)\n")
+    _choice_part(model, tokenizer, args, adapter=None if custom else True)
+    return 0
 
 
-def _tuned_part(model, tokenizer, args: argparse.Namespace) -> int:
+def _default_pair(args: argparse.Namespace):
+    """The original model with the shipped MAS chat adapter attached (switchable), MAS enabled."""
     from peft import PeftModel
 
     from ..hf import enable
-    from ..lora import load_adapter_config
-    from ..segments import collate
-    from ..templates import encode_commonsense
-    from ..viz import describe_segments
+    from ..models import BASE_MODEL, DEFAULT_MODEL, MAS_READY, load_model, shipped_adapter
 
-    cfg = load_adapter_config(args.tuned)
-    if cfg.get("prompt_form") != "commonsense":
-        raise ValueError(f"--tuned {args.tuned}: part 2 asks a commonsense question; this adapter was trained "
-                         f"with the {cfg.get('prompt_form')!r} prompt form")
-    recipe = cfg.get("recipe", {})
-    print(f"\n--- with the {cfg.get('mask', '?').upper()} LoRA adapter {args.tuned} "
-          f"({recipe.get('max_examples', '?')} training examples; see docs/RESULTS.md for its accuracy) ---\n")
-    model = enable(PeftModel.from_pretrained(model, args.tuned).eval())
-    batch = collate([encode_commonsense(tokenizer, QUESTION)], pad_token_id=tokenizer.pad_token_id).to(args.device)
-    print(describe_segments(tokenizer, batch["input_ids"][0], batch["segment_ids"][0]) + "\n")
-    _answer(model, tokenizer, batch, causal_only=args.causal, max_new_tokens=16)
-    print("(correct: answer2. One question proves nothing: the adapter's accuracy on the test sets, against a causal "
-          "adapter trained alike, is in docs/RESULTS.md. Serve an adapter with the mask it was trained under: "
-          f"{cfg.get('mask', '?').upper()} prefill here.)")
-    return 0
+    base, tokenizer = load_model(BASE_MODEL, dtype=args.dtype, attn_implementation=args.attn, device=args.device)
+    args.model = f"{DEFAULT_MODEL} (MAS, adapted) vs {BASE_MODEL} (causal)"
+    adapter = shipped_adapter(MAS_READY[DEFAULT_MODEL][1])
+    return enable(PeftModel.from_pretrained(base, str(adapter)).eval()), tokenizer
+
+
+class _adapter:
+    """Context: the PeftModel's adapter on (True), off (False), or untouched (None)."""
+
+    def __init__(self, model, on: bool | None):
+        self.ctx = model.disable_adapter() if on is False else None
+
+    def __enter__(self):
+        return self.ctx.__enter__() if self.ctx else None
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc) if self.ctx else False
+
+
+def _answer(model, tokenizer, batch, mas: bool, max_new_tokens: int) -> str:
+    extra = {"segment_ids": batch["segment_ids"]} if mas else {}
+    out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra,
+                         max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
+                         pad_token_id=tokenizer.pad_token_id)
+    text = tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    return " ".join(text.split())
+
+
+def _choice_part(model, tokenizer, args: argparse.Namespace, *, adapter: bool | None) -> None:
+    """One question scored by option text in two option orders (MAS prefill, the model's answers by content)."""
+    import torch
+
+    from ..eval.choice import choice_request
+    from ..eval.scoring import loglik_scores
+
+    print("--- a multiple-choice question, options scored by their text (segmask eval --protocol choice) ---")
+    for name, record in (("options as written", QUESTION), ("options reordered", REORDERED)):
+        request = choice_request(tokenizer, record, mask="mas", prompt_form="commonsense")
+        with torch.no_grad(), _adapter(model, adapter):
+            scores = loglik_scores(model, tokenizer, [request.context], [request.continuations],
+                                   skip=[request.skip])[0]
+        per_byte = [s / n for s, n in zip(scores, request.norm_lengths())]
+        best = max(range(len(per_byte)), key=per_byte.__getitem__)
+        listing = ", ".join(f"{o!r} {v:.2f}" for o, v in zip(request.question.options, per_byte))
+        print(f"  {name}: log-prob per byte {listing}\n    -> picks {request.question.options[best]!r}")
+    print("(correct: a copper wire. One question proves nothing: docs/ADAPT.md has accuracy on held-out test "
+          "questions, MAS-ready model vs the original.)")

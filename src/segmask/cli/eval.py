@@ -57,9 +57,11 @@ def settings(args: argparse.Namespace) -> dict:
     recipe = config.get("recipe") or {}
     system = args.system if args.system is not None else recipe.get("system")
     option_order = args.option_order or recipe.get("option_order") or "after"
-    model = args.model
-    if args.model == "smollm2-135m-instruct" and config.get("base_model"):
-        model = config["base_model"]
+    model = args.model or config.get("base_model")
+    if model is None:  # the MAS-ready default under MAS, the causally trained original under the causal masks
+        from ..models import BASE_MODEL, DEFAULT_MODEL
+
+        model = DEFAULT_MODEL if mask == "mas" else BASE_MODEL
     return {"mask": mask, "prompt_form": prompt_form, "option_order": option_order, "system": system, "model": model}
 
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import add_model_args
+from . import add_model_args, chosen_mask, load_chosen
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -99,26 +99,23 @@ def run(args: argparse.Namespace) -> int:
 
     from ..chat import encode_chat
     from ..generation import generate
-    from ..hf import enable
-    from ..models import load_model
     from ..prefix_cache import PrefixCache
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     requests = read_requests(args)
-    model, tokenizer = load_model(args.model, dtype=args.dtype, attn_implementation=args.attn,
-                                  device=args.device, adapter=args.adapter)
-    enable(model)
+    model, tokenizer = load_chosen(args)
+    causal = chosen_mask(args) == "causal"
     kwargs = decoding_kwargs(args, tokenizer)
     kwargs["num_return_sequences"] = args.num_return_sequences
-    cache = None if args.causal or args.no_prefix_cache else _prefix_cache(PrefixCache, model, tokenizer)
+    cache = None if causal or args.no_prefix_cache else _prefix_cache(PrefixCache, model, tokenizer)
     torch.manual_seed(args.seed)
     out = open(args.output, "w") if args.output else sys.stdout
     try:
         for start in range(0, len(requests), args.batch_size):
             chunk = requests[start: start + args.batch_size]
             batch = encode_chat(tokenizer, [r["messages"] for r in chunk]).to(args.device)
-            if args.causal:
+            if causal:
                 batch.pop("segment_ids")
             result = generate(model, batch, prefix_cache=cache, tokenizer=tokenizer, **kwargs)
             n = args.num_return_sequences

@@ -1,6 +1,6 @@
 """``segmask serve``: an OpenAI-compatible chat server with MAS prefill (see ``segmask.serve`` and docs/SERVING.md).
 
-    segmask serve                                   # embedded SmolLM2, http://127.0.0.1:8000/v1
+    segmask serve                                   # embedded MAS-ready SmolLM2, http://127.0.0.1:8000/v1
     segmask serve --model Qwen/Qwen2.5-0.5B-Instruct --adapter runs/mas-lora --port 9000
     segmask serve --causal                          # plain causal prefill, for comparison
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_model_args
+from . import add_model_args, chosen_mask, chosen_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,25 +33,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def mask_for(args: argparse.Namespace) -> str:
-    """``"causal"`` with ``--causal``; else the adapter's trained mask from its ``segmask.json``; else ``"mas"``."""
-    if args.causal:
-        return "causal"
-    if args.adapter:
-        from ..lora import load_adapter_config
-
-        return load_adapter_config(args.adapter).get("mask", "mas")
-    return "mas"
-
-
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..models import load_model
     from ..serve import ServeConfig, create_app
 
+    args.model = chosen_model(args)
     config = ServeConfig(
-        model_name=args.served_model_name or args.model, mas=mask_for(args) == "mas",
+        model_name=args.served_model_name or args.model, mas=chosen_mask(args) == "mas",
         max_prompt_tokens=args.max_prompt_tokens, max_tokens=args.max_tokens,
         default_max_tokens=min(args.default_max_tokens, args.max_tokens), max_body_bytes=args.max_body_bytes,
         body_timeout_s=args.body_timeout_s, max_messages=args.max_messages,

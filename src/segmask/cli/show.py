@@ -13,7 +13,7 @@ import argparse
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="print a prompt's segments and ASCII MAS mask; --png/--attention for figures")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="tokenizer/template (and model for --attention)")
+    p.add_argument("--model", default="smollm2-135m-mas", help="tokenizer/template (and model for --attention)")
     p.add_argument("--system", default="You are a helpful assistant.", help="system message ('' for none)")
     p.add_argument("--user", default="Is the sky blue?", help="user message")
     p.add_argument("--data", default=None, help="JSON list of commonsense records (paper prompt form) instead of chat")
