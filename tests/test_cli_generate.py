@@ -71,6 +71,17 @@ def test_generate_arguments_reuse_the_system_prompt(model_dir, capsys):
     assert [line["completion"] for line in lines] == want
 
 
+def test_generate_batch_prefills_a_shared_system_prompt_once(model_dir, capsys):
+    system = "You answer every question with a single word, nothing else, and never apologise."
+    argv = ["generate", "--model", str(model_dir), "--system", system, "--max-new-tokens", "3",
+            "Sky colour?", "Grass colour?"]
+    assert main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["prefix_tokens_reused"] == lines[1]["prefix_tokens_reused"] > 10
+    want = [expected_answers(model_dir, [line["messages"]], 3)[0] for line in lines]
+    assert [line["completion"] for line in lines] == want
+
+
 def test_generate_bad_input(model_dir, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')

@@ -38,12 +38,14 @@ def test_segment_ends():
 def test_warm_request_equals_cold_request(family):
     model = tiny(family)
     cache = PrefixCache(model)
-    first = generate(model, request([60, 61, 62], [70, 71, 72, 73, 74]), prefix_cache=cache, output_logits=True,
-                     **GREEDY)
-    assert first.reused == [0, 0] and len(cache) == 1 and cache.misses == 2
+    first_batch = request([60, 61, 62], [70, 71, 72, 73, 74])
+    first = generate(model, first_batch, prefix_cache=cache, output_logits=True, **GREEDY)
+    # the batch shares its system segment: prefilled once, stored, and both prompts decode from it
+    assert first.reused == [len(SYSTEM)] * 2 and len(cache) == 1 and cache.misses == 2
+    assert_same_generation(first, generate(model, first_batch, output_logits=True, **GREEDY))
     batch = request([80, 81], [90, 91, 92, 93, 94, 95, 96], [100])
     warm = generate(model, batch, prefix_cache=cache, output_logits=True, **GREEDY)
-    assert warm.reused == [len(SYSTEM)] * 3 and cache.hits == 3
+    assert warm.reused == [len(SYSTEM)] * 3 and cache.hits == 4
     cold = generate(model, batch, output_logits=True, **GREEDY)
     assert_same_generation(warm, cold)
     tokens, logits = reference_greedy(model, batch["input_ids"], batch["attention_mask"], batch["segment_ids"], 6)

@@ -100,12 +100,29 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
     prefix_cache.check(model, tokenizer)
     rows = _unpad(input_ids, attention_mask, segment_ids)
     entries = [prefix_cache.lookup(ids, segs) for ids, segs in rows]
+    if entries[0] is None and len(rows) > 1:
+        entries = [_prefill_shared_prefix(model, prefix_cache, rows, input_ids.device)] * len(rows)
     if entries[0] is not None and all(e is entries[0] for e in entries):
         return _generate_warm(model, rows, entries[0], _pad_id(model, gen_kwargs), gen_kwargs)
     out = _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[0] * len(rows))
     expand = expand_size(_unwrap(model).generation_config, gen_kwargs)
     _store_prefixes(prefix_cache, rows, attention_mask, out.past_key_values, expand)
     return out
+
+
+def _prefill_shared_prefix(model, cache: PrefixCache, rows, device) -> PrefixEntry | None:
+    """When every prompt of a batch starts with the same cacheable prefix (e.g. one system prompt), prefill it once,
+    store it, and return its entry; else None (the batch is prefilled cold)."""
+    from .prefill import mas_prefill
+
+    p = cache.prefix_length(rows[0][1])
+    if p is None or any((ids[:p], segs[:p]) != (rows[0][0][:p], rows[0][1][:p]) for ids, segs in rows):
+        return None
+    ids, segs = rows[0][0][:p], rows[0][1][:p]
+    with torch.no_grad():
+        out = mas_prefill(model, torch.tensor([ids], device=device), torch.tensor([segs], device=device))
+    cache.put(ids, segs, [(layer.keys, layer.values) for layer in out.past_key_values.layers])
+    return cache.lookup(rows[0][0], rows[0][1])
 
 
 def _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, *, reused, past_key_values=None) -> Generation:
