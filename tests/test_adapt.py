@@ -187,3 +187,31 @@ def test_default_model_resolution(tmp_path, monkeypatch):
     assert shipped_adapter("mine") == tmp_path / "mine"
     with pytest.raises(ValueError, match="not found"):
         shipped_adapter("missing-adapter")
+
+
+def test_init_adapter_is_merged_and_recorded(tmp_path):
+    from peft import PeftModel
+
+    from segmask.lora import add_lora, save_adapter
+    from segmask.models import _init_adapter, merge_adapter
+    from tests.hf_models import tiny_model
+
+    lora = add_lora(tiny_model("llama"))
+    for name, param in lora.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)  # a LoRA that changes the model
+    save_adapter(lora, tmp_path / "init", mask="mas", prompt_form="chat")
+    x = torch.randint(0, 90, (2, 7))
+    with torch.no_grad():
+        want = PeftModel.from_pretrained(tiny_model("llama"), str(tmp_path / "init")).eval()(x).logits
+        got = merge_adapter(tiny_model("llama"), tmp_path / "init")(x).logits
+        plain = tiny_model("llama")(x).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert not torch.allclose(plain, want, atol=1e-3)
+    (tmp_path / "task").mkdir()
+    (tmp_path / "task" / "segmask.json").write_text(json.dumps({"mask": "mas", "prompt_form": "chat",
+                                                                "recipe": {"init_adapter": str(tmp_path / "init")}}))
+    assert _init_adapter(tmp_path / "task") == tmp_path / "init"
+    (tmp_path / "task" / "segmask.json").write_text(json.dumps({"recipe": {"init_adapter": str(tmp_path / "gone")}}))
+    with pytest.raises(ValueError, match="missing"):
+        _init_adapter(tmp_path / "task")

@@ -138,6 +138,26 @@ def _convert(folder: Path, filename: str, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def merge_adapter(model: torch.nn.Module, folder: str | Path) -> torch.nn.Module:
+    """``model`` with the LoRA adapter in ``folder`` merged into its weights (a plain model again)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+
+
+def _init_adapter(adapter: str | Path) -> Path | None:
+    """The adapter that ``adapter`` was trained on top of (``recipe.init_adapter`` in its segmask.json), if any."""
+    import json
+
+    config = Path(adapter) / "segmask.json"
+    init = json.loads(config.read_text()).get("recipe", {}).get("init_adapter") if config.exists() else None
+    if not init:
+        return None
+    if not Path(init).is_dir():
+        raise ValueError(f"{adapter} was trained on top of the adapter {init}, which is missing; restore it there")
+    return Path(init)
+
+
 def load_tokenizer(name_or_path: str = DEFAULT_MODEL) -> Any:
     """Load only the tokenizer of ``name_or_path`` (pad token set to EOS when missing)."""
     from transformers import AutoTokenizer
@@ -178,11 +198,11 @@ def load_model(
         path, dtype=_dtype(dtype), attn_implementation=attn_implementation, **extra
     )
     if name_or_path in MAS_READY:
-        from peft import PeftModel
-
-        shipped = shipped_adapter(MAS_READY[name_or_path][1])
-        model = PeftModel.from_pretrained(model, str(shipped)).merge_and_unload()
+        model = merge_adapter(model, shipped_adapter(MAS_READY[name_or_path][1]))
     if adapter is not None:
+        init = _init_adapter(adapter)
+        if init is not None:
+            model = merge_adapter(model, init)
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)

@@ -199,9 +199,10 @@ def start_model(cfg: LoopConfig, model: Any = None, tokenizer: Any = None) -> tu
     if model is None:
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn)
     if cfg.init_adapter:
-        from peft import PeftModel
+        from .models import merge_adapter
 
-        model = PeftModel.from_pretrained(model, cfg.init_adapter).merge_and_unload()
+        cfg.init_adapter = str(Path(cfg.init_adapter).resolve())  # recorded in segmask.json; loaders merge it first
+        model = merge_adapter(model, cfg.init_adapter)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

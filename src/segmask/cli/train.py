@@ -20,7 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", nargs="+", help="LLM-Adapters .json files/folders or chat .jsonl files (mixed, shuffled)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--mask", default="mas", choices=["mas", "causal"], help="the only difference between arms")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="embedded name, HF id or local path")
+    p.add_argument("--model", default="smollm2-135m-instruct",
+                   help="embedded name, HF id or local path (smollm2-135m-mas: start from the MAS-ready model)")
+    p.add_argument("--init-adapter", default=None,
+                   help="start from this LoRA adapter merged into --model (e.g. a segmask adapt output)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flex_attention"])
     p.add_argument("--prompt-form", default="commonsense", choices=["commonsense", "chat"])
@@ -65,7 +68,8 @@ def config_from_args(args: argparse.Namespace):
     lora = LoraSettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
                         target_modules=args.lora_targets)
     return TrainConfig(
-        data=args.data, output_dir=args.out, mask=args.mask, model=args.model, prompt_form=args.prompt_form,
+        data=args.data, output_dir=args.out, mask=args.mask, model=args.model, init_adapter=args.init_adapter,
+        prompt_form=args.prompt_form,
         system=args.system, answer_form=args.answer_form, option_order=args.option_order, cutoff=args.cutoff,
         max_examples=args.max_examples, packing=args.packing, epochs=args.epochs,
         max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
