@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import torch
 
+from .hf import cache_kwarg
 from .masks import CAUSAL
 from .prefill import mas_prefill
 from .sampling import make_generator, pick_token, token_logprobs
@@ -200,12 +201,11 @@ class Batcher:
             attention_mask = torch.cat([as_rows([1] * p), attention_mask], dim=1)
             segment_ids = torch.cat([as_rows(prefix.segment_ids), segment_ids], dim=1)
         positions = position_ids_from_attention_mask(attention_mask)
-        kwargs = dict(attention_mask=attention_mask, position_ids=positions[:, p:], past_key_values=cache,
-                      logits_to_keep=1)
+        kwargs = dict(attention_mask=attention_mask, position_ids=positions[:, p:], logits_to_keep=1)
         if self.mas:  # the cheaper route for this prompt shape (segmask.prefill.choose_route)
-            out = mas_prefill(self.model, enc["input_ids"], segment_ids, **kwargs)
+            out = mas_prefill(self.model, enc["input_ids"], segment_ids, past_key_values=cache, **kwargs)
         else:
-            out = self.model(input_ids=enc["input_ids"], use_cache=True, **kwargs)
+            out = self.model(input_ids=enc["input_ids"], use_cache=True, **kwargs, **{cache_kwarg(self.model): cache})
         if prefix is None and self.prefix_cache is not None:
             self._store_prefixes(batch, enc["attention_mask"], out.past_key_values)
         return out, attention_mask, positions
@@ -241,7 +241,7 @@ class Batcher:
             try:
                 out = self.model(input_ids=torch.tensor(next_ids, device=device)[:, None],
                                  attention_mask=attention_mask, position_ids=last_pos,
-                                 past_key_values=out.past_key_values, use_cache=True)
+                                 use_cache=True, **{cache_kwarg(self.model): out.past_key_values})
             except Exception as err:
                 for b, req in enumerate(batch):
                     if live[b]:

@@ -39,6 +39,16 @@ def _decoder(model: torch.nn.Module) -> torch.nn.Module:
     return base if isinstance(base, torch.nn.Module) else inner
 
 
+def _cache_param(fn: Any) -> str:
+    return "cache" if "cache" in inspect.signature(fn).parameters else "past_key_values"
+
+
+def cache_kwarg(model: torch.nn.Module) -> str:
+    """The name under which ``model``'s forward takes its KV cache: ``"cache"`` (transformers >= 5.24) or
+    ``"past_key_values"`` (earlier 5.x; later versions still accept it, with a deprecation warning)."""
+    return _cache_param(_unwrap(model).forward)
+
+
 def is_enabled(model: torch.nn.Module) -> bool:
     """True if ``enable`` was called on ``model`` (or the model it wraps) and not undone."""
     return hasattr(_decoder(model), _STATE_ATTR)
@@ -234,8 +244,8 @@ def build_mas_masks(
             config=config,
             inputs_embeds=shape_only,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
             position_ids=position_ids,
+            **{_cache_param(create_causal_mask): past_key_values},
             or_mask_function=same_segment_mod(segment_ids),
             and_mask_function=window,
             layer_idx=layer_idx if past_key_values is not None else None,

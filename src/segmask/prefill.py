@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .hf import _check_prefill_boundaries, _decoder, _past_length, _unwrap, is_enabled, layer_kinds
+from .hf import _check_prefill_boundaries, _decoder, _past_length, _unwrap, cache_kwarg, is_enabled, layer_kinds
 from .masks import as_segment_ids, pad_segment_ids, segment_mask_rows, validate_segment_ids
 from .segments import position_ids_from_attention_mask
 
@@ -149,7 +149,7 @@ def segment_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids
     out = None
     for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
         last = i == len(bounds) - 2
-        kwargs: dict[str, Any] = {"input_ids": input_ids[:, a - past:b - past], "past_key_values": past_key_values,
+        kwargs: dict[str, Any] = {"input_ids": input_ids[:, a - past:b - past], cache_kwarg(model): past_key_values,
                                   "use_cache": True}
         if position_ids is not None:
             kwargs["position_ids"] = position_ids[:, a - past:b - past]
@@ -193,7 +193,7 @@ def mas_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids: to
     total = _past_length(past_key_values) + input_ids.shape[1]
     segment_ids = pad_segment_ids(as_segment_ids(segment_ids).to(input_ids.device), total)[:, :total]
     return model(input_ids=input_ids, attention_mask=attention_mask, segment_ids=segment_ids, position_ids=position_ids,
-                 past_key_values=past_key_values, use_cache=True, logits_to_keep=logits_to_keep)
+                 use_cache=True, logits_to_keep=logits_to_keep, **{cache_kwarg(model): past_key_values})
 
 
 def expand_size(generation_config: Any, gen_kwargs: dict) -> int:

@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from ..chat import chat_pieces
+from ..hf import cache_kwarg
 from ..masks import CAUSAL
 from ..segments import IGNORE_INDEX, Example, Piece, collate, encode_pieces, position_ids_from_attention_mask
 from ..questions import OPTION_ORDERS, rewrite_record
@@ -284,7 +285,7 @@ def _score_batch(model: torch.nn.Module, inputs: dict[str, torch.Tensor],
     mask = inputs["attention_mask"]
     device = mask.device
     cache = DynamicCache(config=getattr(model, "config", None))
-    out = model(**inputs, position_ids=position_ids_from_attention_mask(mask), past_key_values=cache,
+    out = model(**inputs, position_ids=position_ids_from_attention_mask(mask), **{cache_kwarg(model): cache},
                 use_cache=True, logits_to_keep=1)
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]: next token after each context
     which = torch.tensor([b for b, _, _ in rows], device=device)
@@ -307,7 +308,7 @@ def _score_batch(model: torch.nn.Module, inputs: dict[str, torch.Tensor],
         cache.batch_select_indices(which)
         full_mask = torch.cat([mask[which], torch.ones_like(feed)], dim=1)
         positions = mask[which].sum(-1, keepdim=True) + torch.arange(width, device=device)[None]
-        out = model(input_ids=feed, attention_mask=full_mask, position_ids=positions, past_key_values=cache,
+        out = model(input_ids=feed, attention_mask=full_mask, position_ids=positions, **{cache_kwarg(model): cache},
                     use_cache=True)
         logp_all = torch.log_softmax(out.logits.float(), dim=-1)  # [R, M-1, V]
         logp = logp_all.gather(-1, target[..., None])[..., 0]  # [R, M-1]
