@@ -3,7 +3,8 @@ the sliding window on sliding layers, greedy generation against full recomputati
 
 Prompts are longer than the model's 512-token sliding window and hold several segments (one of them longer than
 the window), so the window and the segments interact: on sliding layers a segment's later tokens may not see its
-first ones. Skips when the Gemma packages are absent (``make gemma``). CPU only, no network, ~3 min on one core.
+first ones. Skips when the Gemma packages are absent (``make gemma``). CPU only, no network, ~2 min on one core
+(after the one-time GGUF conversion, ~2 min more).
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ def test_greedy_generation_equals_full_recompute(mas, batch):
         step_masks = {kind: m[:, :, :t, :t] for kind, m in masks.items()}
         logits = forward(model, seq, step_masks, position_ids_from_attention_mask(grown_am[:, :t]), "eager",
                          logits_to_keep=1)[:, -1]
-        torch.testing.assert_close(out.logits[step], logits, atol=2e-3, rtol=0)
+        # sdpa with the cache vs eager recompute: measured 2-3e-5, as plain sdpa vs eager on the same masks (2e-5)
+        torch.testing.assert_close(out.logits[step], logits, atol=1e-4, rtol=0)
         seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], 1)
     assert seq.shape[1] == width and torch.equal(out.sequences, seq)
 
