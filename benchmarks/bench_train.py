@@ -8,6 +8,11 @@ v_proj) so gradients flow back through every attention layer. Rows are chat-shap
 segment = a quarter, user segment = a half, the answer = the last quarter, causal and labelled), no padding. MAS
 uses the ``segmask.enable`` hook (one forward with a dense sdpa bool mask: training has no KV cache to chunk over,
 so segment-wise prefill does not apply); causal passes no ``segment_ids``.
+
+    python benchmarks/bench_train.py --packing --write      # packed vs padded training (bench_packing.py)
+
+``--packing`` compares packed rows (``segmask.pack``) with padded batches on real data instead; see
+``bench_packing.py``.
 """
 
 from __future__ import annotations
@@ -103,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write", action="store_true", help="rewrite the bench_train section of docs/PERFORMANCE.md")
+    parser.add_argument("--packing", action="store_true", help="packed vs padded training on real data; the other "
+                        "flags are then bench_packing.py's")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--packing" in argv:
+        from bench_packing import main as packing_main
+
+        return packing_main([a for a in argv if a != "--packing"])
     args = parser.parse_args(argv)
     from peft import LoraConfig, get_peft_model
 
