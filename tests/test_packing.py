@@ -108,6 +108,7 @@ def test_causal_arm_packing_is_the_document_mask_only(case):
     segmask.disable(model)
 
 
+@pytest.mark.slow  # flex_attention compiles for ~50 s on a cold CPU cache (a few seconds warm)
 def test_flex_attention_packed_row_equals_each_example_alone():
     model = segmask.enable(tiny_model("llama", "flex_attention"))
     examples = make_examples()
