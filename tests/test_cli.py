@@ -17,21 +17,22 @@ def test_show_prints_segments_and_mask(smollm2, capsys):
 
 
 @pytest.mark.real_model
-def test_demo_answers_with_mas_and_causal(smollm2, capsys):
-    """Part 1 on the base model, part 2 with the committed MAS adapter (tests run from the repository root)."""
+def test_demo_answers_with_the_adapted_model_and_the_original(smollm2, capsys):
+    """Part 1: the shipped MAS-ready model under MAS next to the original under causal prefill (the untuned MAS
+    answer once); part 2: a choice-scored question in two option orders (tests run from the repository root)."""
     assert main(["demo", "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
-    base, tuned = out.split("--- with the MAS LoRA adapter adapters/smollm2-135m-mas-commonsense")
-    for part in (base, tuned):
-        assert part.count("   MAS prefill -> ") == 1 and part.count("causal prefill -> ") == 1
-    assert "[    causal]    4 tok  '### Response:\\n'" in tuned
+    chat, choice = out.split("--- a multiple-choice question")
+    assert chat.count("MAS, adapted -> ") == 3 and chat.count("causal, original -> ") == 3
+    assert chat.count("MAS, NOT adapted -> ") == 1
+    assert choice.count("-> picks '") == 2 and "options reordered" in choice
 
 
 @pytest.mark.real_model
-def test_demo_without_the_tuned_adapter_says_so(smollm2, capsys, tmp_path):
-    assert main(["demo", "--max-new-tokens", "2", "--causal", "--tuned", str(tmp_path / "none")]) == 0
+def test_demo_causal_shows_only_causal_prefill(smollm2, capsys):
+    assert main(["demo", "--max-new-tokens", "2", "--causal"]) == 0
     out = capsys.readouterr().out
-    assert out.count("prefill -> ") == 1 and f"part 2 skipped: no adapter at {tmp_path / 'none'}" in out
+    assert out.count("causal prefill -> ") == 3 and "MAS" not in out.split("user: ")[1].split("---")[0]
 
 
 def test_errors_exit_2_with_message(capsys):

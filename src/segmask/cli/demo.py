@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     custom = bool(args.model or args.adapter or args.causal)
     if custom:
         model, tokenizer = load_chosen(args)
-        ways = [("MAS prefill", {}, True), ("causal prefill", {}, False)]
+        ways = ([] if args.causal else [("MAS prefill", {}, True)]) + [("causal prefill", {}, False)]
     else:
         model, tokenizer = _default_pair(args)
         ways = [("MAS, adapted", {"adapter": True}, True), ("causal, original", {"adapter": False}, False)]
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         print("('MAS, NOT adapted' is the original model prefilled under MAS: it was trained causally, so bidirectional "
               "prompt attention confuses it. `segmask adapt` fixes that without labelled data; docs/ADAPT.md has the "
               "measurements.)\n")
-    _choice_part(model, tokenizer, args, adapter=None if custom else True)
+    _choice_part(model, tokenizer, mask="causal" if args.causal else "mas", adapter=None if custom else True)
     return 0
 
 
@@ -111,16 +111,17 @@ def _answer(model, tokenizer, batch, mas: bool, max_new_tokens: int) -> str:
     return " ".join(text.split())
 
 
-def _choice_part(model, tokenizer, args: argparse.Namespace, *, adapter: bool | None) -> None:
-    """One question scored by option text in two option orders (MAS prefill, the model's answers by content)."""
+def _choice_part(model, tokenizer, *, mask: str, adapter: bool | None) -> None:
+    """One question scored by option text in two option orders (under ``mask``), the model's answers by content."""
     import torch
 
     from ..eval.choice import choice_request
     from ..eval.scoring import loglik_scores
 
-    print("--- a multiple-choice question, options scored by their text (segmask eval --protocol choice) ---")
+    print(f"--- a multiple-choice question, options scored by their text ({mask} prefill, as segmask eval "
+          "--protocol choice) ---")
     for name, record in (("options as written", QUESTION), ("options reordered", REORDERED)):
-        request = choice_request(tokenizer, record, mask="mas", prompt_form="commonsense")
+        request = choice_request(tokenizer, record, mask=mask, prompt_form="commonsense")
         with torch.no_grad(), _adapter(model, adapter):
             scores = loglik_scores(model, tokenizer, [request.context], [request.continuations],
                                    skip=[request.skip])[0]
