@@ -117,12 +117,13 @@ def agreement(a: list[list[int]], b: list[list[int]], k: int = 16) -> float:
     return sum(x[:k] == y[:k] for x, y in zip(a, b)) / len(a)
 
 
-def commonsense(model, tokenizer, data_dir: str, limit: int, out: Path) -> dict:
-    """Adapted model under MAS vs base under causal prefill: loglik (commonsense form), choice (commonsense, qa)."""
+def commonsense(model, tokenizer, data_dir: str, limit: int, out: Path,
+                conditions: str = "loglik/commonsense,choice/commonsense,choice/qa") -> dict:
+    """Adapted model under MAS vs base under causal prefill, per protocol/prompt form in ``conditions``."""
     from segmask.eval.run import compare_runs, evaluate, format_picks
 
     results = {}
-    for protocol, form in (("loglik", "commonsense"), ("choice", "commonsense"), ("choice", "qa")):
+    for protocol, form in (c.split("/") for c in conditions.split(",")):
         key = f"{protocol}/{form}"
         runs = {}
         for name, mask in (("causal", "causal"), ("adapted", "mas")):
@@ -154,8 +155,15 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/bench_adapt")
+    p.add_argument("--protocols", default="loglik/commonsense,choice/commonsense,choice/qa",
+                   help="commonsense conditions: protocol/prompt-form pairs")
+    p.add_argument("--part", choices=["all", "answers", "commonsense", "report"], default="all",
+                   help="run one part (two processes can run the two parts side by side); report merges OUT's "
+                        "answers.json and commonsense.json into docs/ADAPT.md")
     p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/ADAPT.md")
     args = p.parse_args(argv)
+    if args.part != "all":
+        return run_part(args)
     torch.set_num_threads(args.threads)
     from peft import PeftModel
 
@@ -192,6 +200,52 @@ def main(argv=None) -> int:
 
         write_doc(result, DOC)
     print(json.dumps({k: v for k, v in result.items() if k not in ("examples", "commonsense")}, indent=1))
+    return 0
+
+
+def run_part(args) -> int:
+    """One part of the benchmark, written to OUT/answers.json or OUT/commonsense.json; or the report of both."""
+    from peft import PeftModel
+
+    import segmask
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.part == "report":
+        result = json.loads((out / "answers.json").read_text())
+        if (out / "commonsense.json").exists():
+            result["commonsense"] = json.loads((out / "commonsense.json").read_text())
+        if args.run:
+            plot_kl(Path(args.run) / "loss_curve.json", ROOT / "docs" / "adapt_kl.png")
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_adapt_report import write_doc
+
+        write_doc(result, DOC)
+        return 0
+    start = time.perf_counter()
+    base, tokenizer = segmask.load_model(args.model)
+    model = segmask.enable(PeftModel.from_pretrained(base, args.adapter).eval())
+    if args.part == "commonsense":
+        cs = commonsense(model, tokenizer, f"{args.data_dir}/commonsense", args.eval_limit, out, args.protocols)
+        for r in cs.values():
+            r["seconds"] = round(time.perf_counter() - start)
+        (out / "commonsense.json").write_text(json.dumps(cs, indent=1, default=str) + "\n")
+        return 0
+    with model.disable_adapter():
+        prompts = heldout_prompts(tokenizer, model, args.n, args.data_dir, args.seed, args.max_new_tokens,
+                                  trained_prompts(args.run))
+        convs = [p["messages"] for p in prompts]
+        causal = greedy(model, tokenizer, convs, args.max_new_tokens, mas=False)
+        untuned = greedy(model, tokenizer, convs, args.max_new_tokens, mas=True)
+        nll_c, kl_before = answer_stats(model, tokenizer, convs, causal, student_mas=True)
+        nll_u, _ = answer_stats(model, tokenizer, convs, untuned, student_mas=None)
+    adapted = greedy(model, tokenizer, convs, args.max_new_tokens, mas=True)
+    _, kl_after = answer_stats(model, tokenizer, convs, causal, student_mas=True)
+    nll_a, _ = answer_stats(model, tokenizer, convs, adapted, student_mas=None)
+    result = summarize(prompts, tokenizer, causal, untuned, adapted, nll_c, nll_u, nll_a, kl_before, kl_after)
+    result.update(cost=cost(args.run), seconds=round(time.perf_counter() - start), n=len(prompts),
+                  command="python " + " ".join(sys.argv), max_new_tokens=args.max_new_tokens)
+    (out / "answers.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     return 0
 
 

@@ -75,9 +75,10 @@ def render(result: dict) -> str:
                       f"({c['teacher_s']:.0f} s to generate), {c['steps']} steps, {c['tokens_seen']:,} tokens in "
                       f"{c['wall_s'] / 60:.1f} min of training ({c['tokens_per_s']:.0f} tokens/s); total "
                       f"{(c['teacher_s'] + c['wall_s']) / 60:.0f} min."]
-    lines += ["", "**Commonsense accuracy** (seeded subset of every task's test set, the same examples for both):",
-              ""] + _commonsense(result.get("commonsense", {}))
-    lines += ["", "**Answers** (greedy, 48 tokens max; the first held-out prompt of each category):", ""]
+    lines += ["", "**Commonsense accuracy** (a seeded subset of every task's test set, the same examples for both; "
+                  "`segmask eval` protocols, see docs/eval.md):", ""] + _commonsense(result.get("commonsense", {}))
+    lines += ["", f"**Answers** (greedy, {result.get('max_new_tokens', 48)} tokens max; the first held-out prompt of "
+                  "each category):", ""]
     lines += _examples(result)
     lines += [MARK_END]
     return "\n".join(lines)
