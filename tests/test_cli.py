@@ -19,13 +19,13 @@ def test_show_prints_segments_and_mask(smollm2, capsys):
 @pytest.mark.real_model
 def test_demo_answers_with_the_adapted_model_and_the_original(smollm2, capsys):
     """Part 1: the shipped MAS-ready model under MAS next to the original under causal prefill (the untuned MAS
-    answer once); part 2: a choice-scored question in two option orders (tests run from the repository root)."""
+    answer once); part 2: a question scored by option text (tests run from the repository root)."""
     assert main(["demo", "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
     chat, choice = out.split("--- a multiple-choice question")
     assert chat.count("MAS, adapted -> ") == 3 and chat.count("causal, original -> ") == 3
     assert chat.count("MAS, NOT adapted -> ") == 1
-    assert choice.count("-> picks '") == 2 and "options reordered" in choice
+    assert choice.count("-> picks '") == 1 and "'a copper wire'" in choice
 
 
 @pytest.mark.real_model

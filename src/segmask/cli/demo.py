@@ -4,10 +4,10 @@
    (``smollm2-135m-mas``: SmolLM2-135M-Instruct + the shipped adapter made by ``segmask adapt``) with MAS prefill,
    next to the original model with causal prefill; once, the original model with MAS prefill and no adaptation,
    to show why adaptation is needed.
-2. A multiple-choice question scored by content: each option's text is scored as the continuation of the prompt
-   (the ``choice`` protocol of ``segmask eval``), with the options in two orders. A pick that follows the right
-   option's text, not its position, is read from the question, not from a label habit. The measured accuracy on
-   held-out test questions is in docs/ADAPT.md.
+2. A multiple-choice question scored by content: each option's text is scored as the continuation of lm-eval's
+   "Question: ...\nAnswer:" prompt (the ``choice`` protocol of ``segmask eval``, ``qa`` form). The prompt lists no
+   options, so the pick cannot come from a label habit. The measured accuracy on held-out test questions is in
+   docs/ADAPT.md.
 
 With ``--model`` or ``--adapter`` the demo runs that model, MAS prefill next to causal prefill.
 """
@@ -31,9 +31,6 @@ QUESTION = {  # the LLM-Adapters ARC form; written for the demo, not from the te
                    "Answer4: a plastic cup\n\nAnswer format: answer1/answer2/answer3/answer4",
     "input": "",
 }
-REORDERED = {**QUESTION, "instruction": QUESTION["instruction"].replace(
-    "Answer1: a rubber band Answer2: a copper wire Answer3: a wooden spoon Answer4: a plastic cup",
-    "Answer1: a wooden spoon Answer2: a plastic cup Answer3: a rubber band Answer4: a copper wire")}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -112,22 +109,21 @@ def _answer(model, tokenizer, batch, mas: bool, max_new_tokens: int) -> str:
 
 
 def _choice_part(model, tokenizer, *, mask: str, adapter: bool | None) -> None:
-    """One question scored by option text in two option orders (under ``mask``), the model's answers by content."""
+    """One question scored by option text (under ``mask``) in lm-eval's prompt, which lists no options: the pick can
+    only come from what each option says, never from its label or position."""
     import torch
 
     from ..eval.choice import choice_request
     from ..eval.scoring import loglik_scores
 
-    print(f"--- a multiple-choice question, options scored by their text ({mask} prefill, as segmask eval "
-          "--protocol choice) ---")
-    for name, record in (("options as written", QUESTION), ("options reordered", REORDERED)):
-        request = choice_request(tokenizer, record, mask=mask, prompt_form="commonsense")
-        with torch.no_grad(), _adapter(model, adapter):
-            scores = loglik_scores(model, tokenizer, [request.context], [request.continuations],
-                                   skip=[request.skip])[0]
-        per_byte = [s / n for s, n in zip(scores, request.norm_lengths())]
-        best = max(range(len(per_byte)), key=per_byte.__getitem__)
-        listing = ", ".join(f"{o!r} {v:.2f}" for o, v in zip(request.question.options, per_byte))
-        print(f"  {name}: log-prob per byte {listing}\n    -> picks {request.question.options[best]!r}")
-    print("(correct: a copper wire. One question proves nothing: docs/ADAPT.md has accuracy on held-out test "
-          "questions, MAS-ready model vs the original.)")
+    print(f"--- a multiple-choice question, each option's text scored after 'Question: ...\\nAnswer:' ({mask} "
+          "prefill; segmask eval --protocol choice --prompt-form qa) ---")
+    request = choice_request(tokenizer, QUESTION, mask=mask, prompt_form="qa")
+    with torch.no_grad(), _adapter(model, adapter):
+        scores = loglik_scores(model, tokenizer, [request.context], [request.continuations], skip=[request.skip])[0]
+    per_byte = [s / n for s, n in zip(scores, request.norm_lengths())]
+    best = max(range(len(per_byte)), key=per_byte.__getitem__)
+    listing = ", ".join(f"{o!r} {v:.2f}" for o, v in zip(request.question.options, per_byte))
+    print(f"  log-prob per byte: {listing}\n  -> picks {request.question.options[best]!r} (correct: a copper wire)")
+    print("(One question proves nothing: docs/ADAPT.md has accuracy on held-out test questions, the MAS-ready model "
+          "against the original.)")
