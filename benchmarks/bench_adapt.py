@@ -162,44 +162,11 @@ def main(argv=None) -> int:
                         "answers.json and commonsense.json into docs/ADAPT.md")
     p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/ADAPT.md")
     args = p.parse_args(argv)
-    if args.part != "all":
-        return run_part(args)
-    torch.set_num_threads(args.threads)
-    from peft import PeftModel
-
-    import segmask
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    base, tokenizer = segmask.load_model(args.model)
-    model = segmask.enable(PeftModel.from_pretrained(base, args.adapter).eval())
-    with model.disable_adapter():
-        prompts = heldout_prompts(tokenizer, model, args.n, args.data_dir, args.seed, args.max_new_tokens,
-                                  trained_prompts(args.run))
-        convs = [p["messages"] for p in prompts]
-        causal = greedy(model, tokenizer, convs, args.max_new_tokens, mas=False)
-        untuned = greedy(model, tokenizer, convs, args.max_new_tokens, mas=True)
-        nll_c, kl_before = answer_stats(model, tokenizer, convs, causal, student_mas=True)
-        nll_u, _ = answer_stats(model, tokenizer, convs, untuned, student_mas=None)
-    adapted = greedy(model, tokenizer, convs, args.max_new_tokens, mas=True)
-    _, kl_after = answer_stats(model, tokenizer, convs, causal, student_mas=True)
-    nll_a, _ = answer_stats(model, tokenizer, convs, adapted, student_mas=None)
-    print(f"answers and KL: {time.perf_counter() - start:.0f} s", flush=True)
-    cs = commonsense(model, tokenizer, f"{args.data_dir}/commonsense", args.eval_limit, out) \
-        if args.data_dir and args.eval_limit else {}
-    result = summarize(prompts, tokenizer, causal, untuned, adapted, nll_c, nll_u, nll_a, kl_before, kl_after)
-    result.update(commonsense=cs, cost=cost(args.run), seconds=round(time.perf_counter() - start),
-                  command="python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]), n=len(prompts))
-    (out / "bench_adapt.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    if args.run:
-        plot_kl(Path(args.run) / "loss_curve.json", ROOT / "docs" / "adapt_kl.png")
-    if not args.no_doc:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from bench_adapt_report import write_doc
-
-        write_doc(result, DOC)
-    print(json.dumps({k: v for k, v in result.items() if k not in ("examples", "commonsense")}, indent=1))
+    parts = ["answers"] + (["commonsense"] if args.data_dir and args.eval_limit else []) + \
+        ([] if args.no_doc else ["report"]) if args.part == "all" else [args.part]
+    for part in parts:
+        args.part = part
+        run_part(args)
     return 0
 
 
