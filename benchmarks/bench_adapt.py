@@ -58,23 +58,19 @@ def heldout_prompts(tokenizer, model, n: int, data_dir: str | None, seed: int, m
 @torch.no_grad()
 def greedy(model, tokenizer, conversations: list[list[dict]], max_new: int, *, mas: bool, batch: int = 32):
     """Greedy answer token ids (cut after the first end-of-turn token) for each conversation."""
-    from segmask.adapt import teacher_answers
+    from segmask.adapt import cut_after_eos, eos_ids, teacher_answers
     from segmask.chat import encode_chat
 
     if not mas:
         return [a["answer_ids"] for a in teacher_answers(model, tokenizer, conversations, max_new_tokens=max_new,
                                                          top_k=1, batch_size=batch)]
-    eos = {tokenizer.eos_token_id, *([model.generation_config.eos_token_id]
-                                     if isinstance(model.generation_config.eos_token_id, int)
-                                     else model.generation_config.eos_token_id or [])}
+    eos = eos_ids(model, tokenizer)
     out = []
     for start in range(0, len(conversations), batch):
         enc = encode_chat(tokenizer, conversations[start: start + batch])
         seq = model.generate(**enc, max_new_tokens=max_new, do_sample=False, temperature=None, top_p=None,
                              top_k=None, pad_token_id=tokenizer.pad_token_id)[:, enc["input_ids"].shape[1]:]
-        for row in seq.tolist():
-            n = next((t + 1 for t, tok in enumerate(row) if tok in eos), len(row))
-            out.append(row[:n])
+        out += [cut_after_eos(row, eos) for row in seq.tolist()]
     return out
 
 

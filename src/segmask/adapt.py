@@ -116,10 +116,17 @@ def answer_weights(n: int, early_weight: float, early_tokens: float) -> list[flo
 # --- teacher answers ------------------------------------------------------------------------------------------------
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The end-of-turn token ids of ``model``'s generation config and ``tokenizer``."""
     eos = model.generation_config.eos_token_id
     ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
     return {int(i) for i in ids if i is not None}
+
+
+def cut_after_eos(ids: Sequence[int], eos: set[int]) -> list[int]:
+    """``ids`` up to and including the first end-of-turn token (all of them when there is none)."""
+    n = next((t + 1 for t, tok in enumerate(ids) if tok in eos), len(ids))
+    return list(ids[:n])
 
 
 @torch.no_grad()
@@ -133,7 +140,7 @@ def teacher_answers(model: Any, tokenizer: Any, conversations: Sequence[list[dic
     from .chat import encode_chat
 
     model.eval()
-    eos = _eos_ids(model, tokenizer)
+    eos = eos_ids(model, tokenizer)
     order = sorted(range(len(conversations)), key=lambda i: len(json.dumps(conversations[i])))
     out: list[dict[str, Any] | None] = [None] * len(conversations)
     for start in range(0, len(order), batch_size):
@@ -147,9 +154,9 @@ def teacher_answers(model: Any, tokenizer: Any, conversations: Sequence[list[dic
         logp = torch.stack(gen.logits, 1).float().log_softmax(-1)            # [B, N, V]
         top = logp.topk(top_k, dim=-1)
         for row, i in enumerate(idx):
-            ids = new[row].tolist()
-            n = next((t + 1 for t, tok in enumerate(ids) if tok in eos), len(ids))
-            out[i] = {"answer_ids": ids[:n], "topk_ids": top.indices[row, :n].clone(),
+            ids = cut_after_eos(new[row].tolist(), eos)
+            n = len(ids)
+            out[i] = {"answer_ids": ids, "topk_ids": top.indices[row, :n].clone(),
                       "topk_logp": top.values[row, :n].half().clone()}
         if progress:
             print(f"teacher: {min(start + batch_size, len(order))}/{len(order)} answers", flush=True)
@@ -326,12 +333,12 @@ def _distill_trainer(cfg: AdaptConfig, tokenizer: Any, collator: DistillCollator
                                  segment_ids=left["segment_ids"], do_sample=True, temperature=1.0, top_p=1.0,
                                  top_k=0, max_new_tokens=cfg.answer_tokens, pad_token_id=tokenizer.pad_token_id)
             model.train(was_training)
-            eos = _eos_ids(model.get_base_model(), tokenizer)
+            eos = eos_ids(model.get_base_model(), tokenizer)
             rows = []
             for p, new in zip(prompts, out[:, left["input_ids"].shape[1]:].tolist()):
-                n = next((t + 1 for t, tok in enumerate(new) if tok in eos), len(new))
-                rows.append({"input_ids": p.input_ids + new[:n], "segment_ids": p.segment_ids + [-1] * n,
-                             "labels": p.labels + new[:n], "prompt_len": len(p)})
+                answer = cut_after_eos(new, eos)
+                rows.append({"input_ids": p.input_ids + answer, "segment_ids": p.segment_ids + [-1] * len(answer),
+                             "labels": p.labels + answer, "prompt_len": len(p)})
             return {k: v.to(inputs["input_ids"].device) for k, v in collator(rows).items()}
 
         def log(self, logs, *args, **kwargs):
