@@ -44,6 +44,8 @@ TASKS = ["boolq", "piqa", "social_i_qa", "winogrande", "ARC-Easy", "ARC-Challeng
 ARMS = {"causal": ("causal", None), "mas": ("mas", None), "mas-ready": ("mas", "smollm2-135m-mas")}
 """arm -> (training mask, starting model; None: ``segmask train``'s default, the published base model)."""
 PROTOCOLS = ("choice", "loglik", "generate")
+BASE, READY = "smollm2-135m-instruct", "smollm2-135m-mas"
+"""The published model (the base conditions) and the MAS-ready one (the mas-ready arm's start)."""
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -110,6 +112,7 @@ class Condition:
     diagnostic: bool = False
     step: int | None = None
     limit: int | None = None
+    model: str = BASE
 
 
 @dataclass
@@ -160,6 +163,9 @@ def conditions(args) -> dict[str, Condition]:
     if "choice" in args.protocols:
         out.update({f"{arm}-s{first}-choice": Condition(arm, first, ARMS[arm][0], "choice") for arm in pair})
         out.update({f"base-{mask}-choice": Condition(None, None, mask, "choice") for mask in ("causal", "mas")})
+        if "mas-ready" in args.arms:  # the mas-ready arm's step 0, on the curve's subset
+            out["ready-mas-choice"] = Condition(None, None, "mas", "choice", diagnostic=True, limit=args.curve_limit,
+                                                model=READY)
         for seed in args.curve_seeds:
             for step in args.curve_steps:
                 out.update({f"{arm}-s{seed}-step{step}-choice": Condition(
@@ -229,7 +235,7 @@ def eval_job(args) -> None:
     c = conditions(args)[args.job]
     adapter = adapter_path(args, c)
     limit = c.limit or args.eval_limit or None
-    model, tok = load_model(adapter=str(adapter) if adapter else None)
+    model, tok = load_model(adapter=str(adapter)) if adapter else load_model(c.model)
     folder = Path(args.out) / "eval" / args.job
     rows, seconds = [], 0.0
     for task in TASKS:
@@ -246,7 +252,8 @@ def eval_job(args) -> None:
                    settings={"protocol": c.protocol, "mask": c.mask, "limit": limit, "seed": args.seed,
                              "batch_size": args.eval_batch_size, "prompt_form": c.prompt_form,
                              "option_order": c.option_order, "adapter": str(adapter) if adapter else None,
-                             "condition": args.job, "train_seed": c.seed, "step": c.step})
+                             "condition": args.job, "train_seed": c.seed, "step": c.step,
+                             "model": None if adapter else c.model})
     write_run(folder, summary, rows)
 
 
@@ -323,12 +330,12 @@ def export_adapter(args, run: str) -> Path:
     weights = {k: v.to(torch.float16).contiguous() for k, v in load_file(src / "adapter_model.safetensors").items()}
     save_file(weights, dst / "adapter_model.safetensors", metadata={"format": "pt"})
     cfg = json.loads((src / "segmask.json").read_text())
-    data_dir, root = str(Path(args.data_dir).resolve()) + "/", str(ROOT) + "/"
-    rel = lambda s: s.replace(data_dir, "$DATA/").replace(root, "")  # noqa: E731
+    data_dir, out = str(Path(args.data_dir).resolve()) + "/", str(Path(args.out).resolve()) + "/"
+    rel = lambda s: s.replace(data_dir, "$DATA/").replace(out, "$OUT/")  # noqa: E731
     arm, seed = run.rsplit("-s", 1)
     cmd = [a for a in train_command(args, arm, int(seed))[3:] if a != "--resume"]
     cfg.update(saved_dtype="float16", data_dir="$DATA: the LLM-Adapters commonsense folder (../shared/data/commonsense)",
-               command="segmask " + " ".join(rel(a) for a in cmd))
+               out_dir="$OUT: the study's --out folder (runs/reproduce)", command="segmask " + " ".join(map(rel, cmd)))
     cfg["recipe"].update(data=[rel(d) for d in cfg["recipe"]["data"]],
                          output_dir=rel(str(Path(cfg["recipe"]["output_dir"]).resolve())))
     (dst / "segmask.json").write_text(json.dumps(cfg, indent=2) + "\n")
