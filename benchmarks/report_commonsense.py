@@ -1,10 +1,12 @@
-"""Report stage of ``reproduce_commonsense.py``: finished runs -> ``docs/RESULTS.md`` + PNG plots.
+"""Report of ``reproduce_commonsense.py``: whatever has finished -> ``docs/RESULTS.md`` + PNG plots.
 
-Reads ``OUT/train-{arm}-s{seed}`` (train_summary.json or, for a run cut short, loss_curve.json) and the eval run
-folders under ``OUT/eval``; conditions that did not finish are listed as missing, never invented. MAS − causal is
-reported per seed (paired bootstrap CI, McNemar) with the spread between seeds, the headline protocol (choice)
-first; then the label protocols, the base model under each mask (and the repeat baseline), the option-order
-diagnostic, and the pick distribution of the headline conditions (what the models actually answer).
+Reads ``OUT/train-{arm}-s{seed}`` (train_summary.json, loss_curve.json) and the evaluations under ``OUT/eval``. An
+evaluation cut short contributes the tasks it finished (``parts/``), marked partial; pairs are compared on the
+examples both sides have. Nothing is invented: what did not run is listed as missing. The headline is MAS − causal
+(and mas-ready − causal) per seed on the choice protocol: paired bootstrap 95% CI of the mean over tasks, exact
+McNemar over the pooled examples, and the minimum detectable effect at that n (80% power, two-sided 5%: 2.8/1.96
+times the CI's half-width). Then accuracy per condition, accuracy against training steps, the option-order
+diagnostic, the repeat baseline, the label protocols, and what each model picks.
 
     python benchmarks/reproduce_commonsense.py --stage report [--out runs/reproduce] [--notes my_reading.md]
 """
@@ -15,231 +17,267 @@ import json
 from pathlib import Path
 
 from segmask.eval import compare_runs, format_picks, load_run
+from segmask.eval.run import summarize, write_run
 
-TITLES = {"choice": "choice (option texts, headline)", "loglik": "log-likelihood of labels",
-          "generate": "generative (paper protocol, greedy)"}
-
-
-def pairs(conds: dict, seeds: list[int], protocols: list[str]) -> list[tuple[str, str, str, bool]]:
-    """(title, A, B, plotted) for every comparison B − A whose two conditions are planned."""
-    out = []
-    for protocol in protocols:
-        for seed in seeds:
-            out.append((f"Fine-tuned, {TITLES[protocol]}, seed {seed}: MAS-LoRA vs causal-LoRA",
-                        f"causal-s{seed}-{protocol}", f"mas-s{seed}-{protocol}", protocol == "choice"))
-    out += [("Base model, choice: MAS prefill vs causal prefill", "base-causal-choice", "base-mas-choice", True),
-            ("Base model, choice: MAS prefill vs the repeat baseline (question twice, causal)",
-             "base-causal-repeat-choice", "base-mas-choice", False),
-            ("Base model, choice, lm-eval's qa prompt: MAS vs causal", "base-causal-choice-qa", "base-mas-choice-qa",
-             False),
-            ("Base model, choice, qa prompt: MAS vs the repeat baseline", "base-causal-repeat-choice-qa",
-             "base-mas-choice-qa", False),
-            ("Base model, choice, options before the question: MAS vs causal", "base-causal-choice-before",
-             "base-mas-choice-before", False),
-            ("Base model, log-likelihood of labels: MAS prefill vs causal prefill", "base-causal-loglik",
-             "base-mas-loglik", False)]
-    for arm, label in (("causal", "causal"), ("mas", "MAS")):
-        out.append((f"Option order, base model under {label} prefill: options before vs after the question",
-                    f"base-{arm}-choice", f"base-{arm}-choice-before", False))
-        for seed in seeds:
-            out.append((f"Option order, {label}-LoRA seed {seed}: options before vs after the question",
-                        f"{arm}-s{seed}-choice", f"{arm}-s{seed}-choice-before", False))
-    return [p for p in out if p[1] in conds and p[2] in conds]
+MDE_FACTOR = (1.96 + 0.8416) / 1.96
+"""Minimum detectable effect (80% power, alpha 0.05 two-sided) = this times the 95% CI half-width."""
+ARM_LABEL = {"causal": "causal-LoRA", "mas": "MAS-LoRA", "mas-ready": "MAS-LoRA from MAS-ready"}
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def _train_info(out: Path, arm: str, seed: int, checkpoint: int | None) -> dict:
-    """Loss curve (up to ``checkpoint`` when one is evaluated) and the run summary or, if cut short, the recipe."""
-    folder = out / f"train-{arm}-s{seed}"
-    curve = json.loads((folder / "loss_curve.json").read_text()) if (folder / "loss_curve.json").exists() else []
-    info = {"curve": [r for r in curve if checkpoint is None or r["step"] <= checkpoint]}
-    if checkpoint is None and (folder / "train_summary.json").exists():
-        info.update(json.loads((folder / "train_summary.json").read_text()))
-    elif checkpoint is not None and (folder / f"checkpoint-{checkpoint}" / "segmask.json").exists():
-        info["recipe"] = json.loads((folder / f"checkpoint-{checkpoint}" / "segmask.json").read_text())["recipe"]
-    return info
+def load_condition(out: Path, name: str, tasks: list[str]) -> dict | None:
+    """{summary, rows, tasks, partial} of an evaluation: the finished run, or the tasks finished so far."""
+    folder = out / "eval" / name
+    if (folder / "summary.json").exists():
+        summary, rows = load_run(folder)
+        return {"summary": summary, "rows": rows, "tasks": list(summary["tasks"]), "partial": False}
+    done = [t for t in tasks if (folder / "parts" / t / "summary.json").exists()]
+    if not done:
+        return None
+    rows, seconds, protocol = [], 0.0, None
+    for task in done:
+        part, part_rows = load_run(folder / "parts" / task)
+        rows += part_rows
+        seconds += part["seconds"]
+        protocol = part["protocol"]
+    summary = {**summarize(rows, done, protocol), "seconds": seconds}
+    return {"summary": summary, "rows": rows, "tasks": done, "partial": True}
 
 
-def _comparison_table(cmp: dict) -> list[str]:
-    lines = ["| task | n | A acc % | B acc % | B−A (pp) | 95% CI (paired bootstrap) | A only | B only | McNemar p |",
-             "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
-    for name, t in [*cmp["tasks"].items(), ("**mean of tasks**", cmp["mean"])]:
-        lines.append(f"| {name} | {t['n']} | {_pct(t['acc_a'])} | {_pct(t['acc_b'])} | {100 * t['diff']:+.1f} | "
-                     f"[{100 * t['ci_low']:+.1f}, {100 * t['ci_high']:+.1f}] | {t['a_only']} | {t['b_only']} | "
-                     f"{t['p_mcnemar']:.3f} |")
-    return lines
+def paired(out: Path, runs: dict, a: str, b: str, keys: set | None = None) -> dict | None:
+    """compare_runs of B − A on the examples both have (and, with ``keys``, only those (task, index) pairs)."""
+    if a not in runs or b not in runs:
+        return None
+    key = lambda r: (r["task"], r["index"])  # noqa: E731
+    common = {key(r) for r in runs[a]["rows"]} & {key(r) for r in runs[b]["rows"]}
+    common &= keys if keys is not None else common
+    if not common:
+        return None
+    folders = []
+    for side, name in (("a", a), ("b", b)):
+        rows = [r for r in runs[name]["rows"] if key(r) in common]
+        folder = out / "report" / f"{a}--{b}" / side
+        protocol = runs[name]["summary"]["protocol"]
+        write_run(folder, summarize(rows, list(dict.fromkeys(r["task"] for r in rows)), protocol), rows)
+        folders.append(folder)
+    cmp = compare_runs(*folders)
+    cmp.update(a=a, b=b, partial=runs[a]["partial"] or runs[b]["partial"] or keys is not None)
+    return cmp
 
 
-def _summary_table(runs: dict[str, dict]) -> list[str]:
-    if not runs:
-        return ["(no evaluation finished)"]
-    tasks = list(next(iter(runs.values()))["tasks"])
-    lines = ["| condition | protocol | " + " | ".join(tasks) + " | mean | s |",
-             "|---|---|" + "---:|" * (len(tasks) + 2)]
-    for name, s in runs.items():
-        cells = [f"{_pct(s['tasks'][t]['acc'])} [{_pct(s['tasks'][t]['ci_low'])}, {_pct(s['tasks'][t]['ci_high'])}]"
-                 for t in tasks]
-        lines.append(f"| {name} | {s['protocol']} | " + " | ".join(cells) + f" | {_pct(s['mean']['acc'])} | "
-                     f"{s['seconds']:.0f} |")
-    return lines
+def _mde(m: dict) -> float:
+    return MDE_FACTOR * (m["ci_high"] - m["ci_low"]) / 2
 
 
-def _seed_table(comparisons: dict, seeds: list[int], protocols: list[str]) -> list[str]:
-    """MAS − causal mean difference per seed and protocol, and the spread between seeds."""
-    lines = ["| protocol | " + " | ".join(f"seed {s}" for s in seeds) + " | mean over seeds | spread (max − min) |",
-             "|---|" + "---|" * (len(seeds) + 2)]
-    for protocol in protocols:
-        diffs = []
-        cells = []
-        for seed in seeds:
-            title = f"Fine-tuned, {TITLES[protocol]}, seed {seed}: MAS-LoRA vs causal-LoRA"
-            m = comparisons.get(title, {}).get("mean")
-            ci = f"[{100 * m['ci_low']:+.1f}, {100 * m['ci_high']:+.1f}]" if m else ""
-            cells.append(f"{100 * m['diff']:+.1f} {ci}" if m else "–")
-            if m:
-                diffs.append(100 * m["diff"])
-        spread = f"{max(diffs) - min(diffs):.1f}" if len(diffs) > 1 else "–"
-        mean = f"{sum(diffs) / len(diffs):+.1f}" if diffs else "–"
-        lines.append(f"| {protocol} | " + " | ".join(cells) + f" | {mean} | {spread} |")
-    return lines
+def _headline(out: Path, runs: dict, args) -> tuple[list[str], dict]:
+    lines = ["| seed | comparison (B − A) | n | A acc % | B acc % | B − A (pp) | 95% CI | McNemar p | MDE (pp) |"
+             " tasks |", "|---|---|---:|---:|---:|---:|---|---:|---:|---|"]
+    diffs: dict[str, list[float]] = {}
+    for seed in args.seeds:
+        for a, b in (("causal", "mas"), ("causal", "mas-ready"), ("mas", "mas-ready")):
+            cmp = paired(out, runs, f"{a}-s{seed}-choice", f"{b}-s{seed}-choice")
+            if cmp is None:
+                continue
+            m = cmp["mean"]
+            diffs.setdefault(f"{ARM_LABEL[b]} − {ARM_LABEL[a]}", []).append(100 * m["diff"])
+            lines.append(f"| {seed} | {ARM_LABEL[b]} − {ARM_LABEL[a]} | {m['n']} | {_pct(m['acc_a'])} | "
+                         f"{_pct(m['acc_b'])} | {100 * m['diff']:+.1f} | [{100 * m['ci_low']:+.1f}, "
+                         f"{100 * m['ci_high']:+.1f}] | {m['p_mcnemar']:.3g} | {100 * _mde(m):.1f} | "
+                         f"{len(cmp['tasks'])}/7{' (partial)' if cmp['partial'] else ''} |")
+    if len(lines) == 2:
+        return ["(no fine-tuned pair evaluated yet)"], {}
+    spread = [f"- {k}: mean over seeds {sum(v) / len(v):+.1f} pp"
+              + (f", spread between seeds (max − min) {max(v) - min(v):.1f} pp over {len(v)} seeds" if len(v) > 1
+                 else " (one seed so far)") for k, v in diffs.items()]
+    return lines + [""] + spread, diffs
 
 
-def _plots(docs: Path, prefix: str, comparisons: dict, plotted: set, arms: dict) -> list[str]:
+def _condition_table(runs: dict, tasks: list[str]) -> list[str]:
+    lines = ["| condition | protocol | " + " | ".join(tasks) + " | mean | n | minutes |",
+             "|---|---|" + "---:|" * (len(tasks) + 3)]
+    for name, run in runs.items():
+        s = run["summary"]
+        cells = [_pct(s["tasks"][t]["acc"]) if t in s["tasks"] else "–" for t in tasks]
+        mean = _pct(s["mean"]["acc"]) + ("*" if run["partial"] else "")
+        lines.append(f"| {name} | {s['protocol']} | " + " | ".join(cells) + f" | {mean} | {s['n_examples']} | "
+                     f"{s['seconds'] / 60:.0f} |")
+    return lines + ["", "`*` partial: the mean of the tasks finished so far (`–`: not yet run)."]
+
+
+def _curve(runs: dict, args) -> dict[str, list[tuple[int, float, int]]]:
+    """arm-seed -> [(step, mean accuracy over tasks, n)] on the curve's subset: the start model, the snapshots and
+    the final adapter (its full run restricted to the subset's examples)."""
+    out: dict[str, list[tuple[int, float, int]]] = {}
+    last = (args.train_examples // (args.batch_size * args.grad_accum))
+    for seed in args.curve_seeds:
+        for arm in args.arms:
+            names = [(s, f"{arm}-s{seed}-step{s}-choice") for s in args.curve_steps]
+            subset = next(({(r["task"], r["index"]) for r in runs[n]["rows"]} for _, n in names if n in runs), None)
+            if subset is None:
+                continue
+            start = "ready-mas-choice" if arm == "mas-ready" else f"base-{arm}-choice"
+            points = [(0, start), *names, (last, f"{arm}-s{seed}-choice")]
+            curve = []
+            for step, name in points:
+                rows = [r for r in runs.get(name, {}).get("rows", []) if (r["task"], r["index"]) in subset]
+                tasks = sorted({r["task"] for r in rows})
+                if len(tasks) == 7:
+                    accs = [sum(r["correct"] for r in rows if r["task"] == t) / sum(r["task"] == t for r in rows)
+                            for t in tasks]
+                    curve.append((step, sum(accs) / len(accs), len(rows)))
+            out[f"{arm}-s{seed}"] = curve
+    return out
+
+
+def _plots(docs: Path, prefix: str, args, curves: dict, out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    shown = {t: c for t, c in comparisons.items() if t in plotted}
-    if shown:
-        fig, ax = plt.subplots(figsize=(9, 4.2))
-        width = 0.8 / len(shown)
-        for k, (title, cmp) in enumerate(shown.items()):
-            names = [*cmp["tasks"], "mean"]
-            rows = [*cmp["tasks"].values(), cmp["mean"]]
-            xs = [i + (k - (len(shown) - 1) / 2) * width for i in range(len(names))]
-            diffs = [100 * r["diff"] for r in rows]
-            err = [[d - 100 * r["ci_low"] for d, r in zip(diffs, rows)],
-                   [100 * r["ci_high"] - d for d, r in zip(diffs, rows)]]
-            ax.bar(xs, diffs, width, yerr=err, capsize=3, label=title.split(":")[0])
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(range(len(names)), names, rotation=20)
-        ax.set_ylabel("MAS − causal accuracy (pp), 95% CI")
-        ax.set_title("Per-task difference, MAS minus causal, choice protocol (same examples)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(docs / f"{prefix}_differences.png", dpi=120)
-        plt.close(fig)
-        written.append(f"{prefix}_differences.png")
-    if any(a["curve"] for a in arms.values()):
-        fig, ax = plt.subplots(figsize=(7, 3.8))
-        for name, info in arms.items():
-            if info["curve"]:
-                ax.plot([r["step"] for r in info["curve"]], [r["loss"] for r in info["curve"]], lw=1, label=name)
-        ax.set_xlabel("optimizer step")
-        ax.set_ylabel("training loss (answer tokens)")
-        ax.set_title("LoRA training loss, SmolLM2-135M-Instruct")
+    losses = {f"{arm}-s{seed}": json.loads((out / f"train-{arm}-s{seed}" / "loss_curve.json").read_text())
+              for seed in args.seeds for arm in args.arms
+              if (out / f"train-{arm}-s{seed}" / "loss_curve.json").exists()}
+    if losses:
+        fig, ax = plt.subplots(figsize=(7.5, 3.8))
+        for name, curve in losses.items():
+            steps, loss = [r["step"] for r in curve], [r["loss"] for r in curve]
+            smooth = [sum(loss[max(0, i - 9):i + 1]) / len(loss[max(0, i - 9):i + 1]) for i in range(len(loss))]
+            ax.plot(steps, smooth, lw=1.2, label=name)
+        ax.set(xlabel="optimizer step", ylabel="training loss (answer tokens, 10-log mean)", yscale="log",
+               title="LoRA training loss, SmolLM2-135M-Instruct")
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(docs / f"{prefix}_loss.png", dpi=120)
         plt.close(fig)
         written.append(f"{prefix}_loss.png")
+    if any(len(c) > 1 for c in curves.values()):
+        fig, ax = plt.subplots(figsize=(7.5, 3.8))
+        for name, curve in curves.items():
+            ax.plot([p[0] for p in curve], [100 * p[1] for p in curve], marker="o", lw=1.2, label=name)
+        ax.set(xlabel="optimizer step (0: the starting model)", ylabel="choice accuracy %, mean of 7 tasks",
+               title=f"Accuracy against training steps ({args.curve_limit} examples per task)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(docs / f"{prefix}_curve.png", dpi=120)
+        plt.close(fig)
+        written.append(f"{prefix}_curve.png")
     return written
 
 
-def _reading(comparisons: dict, arms: dict) -> list[str]:
+def _pair_rows(out: Path, runs: dict, pairs: list[tuple[str, str, str]]) -> list[str]:
+    lines = ["| comparison (B − A) | A | B | n | A % | B % | B − A (pp) | 95% CI | McNemar p |",
+             "|---|---|---|---:|---:|---:|---:|---|---:|"]
+    for title, a, b in pairs:
+        cmp = paired(out, runs, a, b)
+        if cmp:
+            m = cmp["mean"]
+            lines.append(f"| {title} | `{a}` | `{b}` | {m['n']}{'*' if cmp['partial'] else ''} | {_pct(m['acc_a'])} | "
+                         f"{_pct(m['acc_b'])} | {100 * m['diff']:+.1f} | [{100 * m['ci_low']:+.1f}, "
+                         f"{100 * m['ci_high']:+.1f}] | {m['p_mcnemar']:.3g} |")
+    return lines if len(lines) > 2 else ["(not evaluated yet)"]
+
+
+def _diagnostic_pairs(args) -> list[tuple[str, str, str]]:
+    pairs = [("base: MAS prefill vs causal", "base-causal-choice", "base-mas-choice"),
+             ("base: repeat baseline vs causal", "base-causal-choice", "base-causal-repeat-choice"),
+             ("base: MAS vs repeat baseline", "base-causal-repeat-choice", "base-mas-choice"),
+             ("base, qa prompt: MAS vs causal", "base-causal-choice-qa", "base-mas-choice-qa"),
+             ("base, qa prompt: MAS vs repeat", "base-causal-repeat-choice-qa", "base-mas-choice-qa"),
+             ("MAS-ready model (no study training) vs base causal", "base-causal-choice", "ready-mas-choice"),
+             ("base, options before the question: MAS vs causal", "base-causal-choice-before",
+              "base-mas-choice-before"),
+             ("base causal: options before vs after", "base-causal-choice", "base-causal-choice-before"),
+             ("base MAS: options before vs after", "base-mas-choice", "base-mas-choice-before")]
+    for seed in args.seeds:
+        for arm in args.arms:
+            pairs.append((f"{ARM_LABEL[arm]} s{seed}: options before vs after", f"{arm}-s{seed}-choice",
+                          f"{arm}-s{seed}-choice-before"))
+        pairs.append((f"s{seed}, options before the question: MAS-LoRA vs causal-LoRA", f"causal-s{seed}-choice-before",
+                      f"mas-s{seed}-choice-before"))
+    for protocol in ("loglik", "generate"):
+        for seed in args.seeds:
+            pairs.append((f"s{seed}, {protocol} (labels): MAS-LoRA vs causal-LoRA", f"causal-s{seed}-{protocol}",
+                          f"mas-s{seed}-{protocol}"))
+    pairs.append(("base, loglik (labels): MAS vs causal", "base-causal-loglik", "base-mas-loglik"))
+    return pairs
+
+
+def _recipe(out: Path, args, timing: dict) -> list[str]:
     lines = []
-    for title, cmp in comparisons.items():
-        m = cmp["mean"]
-        verdict = "excludes zero" if m["ci_low"] > 0 or m["ci_high"] < 0 else "includes zero"
-        lines.append(f"- **{title}**: mean difference {100 * m['diff']:+.1f} pp [{100 * m['ci_low']:+.1f}, "
-                     f"{100 * m['ci_high']:+.1f}] over {m['n']} paired examples (the 95% CI {verdict}); pooled "
-                     f"McNemar p = {m['p_mcnemar']:.3f} ({m['a_only']} right only in A, {m['b_only']} only in B).")
-    final = {name: info["curve"][-1]["loss"] for name, info in arms.items() if info["curve"]}
-    if final:
-        lines.append("- Last logged training loss: " + ", ".join(f"{k} {v:.3f}" for k, v in final.items()) + ".")
-    return lines
-
-
-def _recipe_lines(recipe: dict, arms: dict, checkpoint: int | None, timing: dict) -> list[str]:
-    lora = recipe["lora"]
-    lines = [f"- Model: `{recipe['model']}` (float32, sdpa), prompt form `{recipe['prompt_form']}`, answer form "
-             f"`{recipe.get('answer_form', 'label')}`, cutoff {recipe['cutoff']} tokens.",
-             f"- Data: {recipe['max_examples']} rows drawn by a seeded shuffle of the mixed train sets "
-             f"{', '.join(Path(d).parent.name for d in recipe['data'])}, one pass.",
-             f"- LoRA r={lora['r']}, alpha={lora['alpha']}, dropout {lora['dropout']}, "
-             f"targets {'+'.join(lora['target_modules'])}; AdamW lr {recipe['lr']}, linear decay, "
-             f"{recipe['warmup_steps']} warmup steps; micro batch {recipe['batch_size']} × "
-             f"{recipe['grad_accum']} accumulation; loss on answer tokens only; length-grouped batches.",
-             "- Each seed's two arms share data, order, seed and LoRA init; the only difference is `--mask`."]
-    for name, info in arms.items():
-        if "steps" in info:
-            lines.append(f"- {name}: {info['steps']} steps, {info['tokens_seen']} tokens, "
-                         f"{info['wall_s'] / 60:.1f} min wall-clock ({info['tokens_per_s']} tokens/s), "
-                         f"final mean train loss {info['train_loss']:.3f}; data: {info['data']['kept']} kept, "
-                         f"{info['data']['dropped']} dropped over the cutoff, {info['data']['truncated']} truncated.")
-        elif info["curve"]:
-            last = info["curve"][-1]
-            lines.append(f"- {name}: evaluated at checkpoint step {checkpoint} (run cut short): "
-                         f"{last['tokens_seen']} tokens by step {last['step']}, {last['elapsed_s'] / 60:.1f} min "
-                         f"wall-clock ({last['tokens_per_s']} tokens/s), last logged loss {last['loss']:.3f}.")
+    for seed in args.seeds:
+        for arm in args.arms:
+            path = out / f"train-{arm}-s{seed}" / "train_summary.json"
+            if path.exists():
+                t = json.loads(path.read_text())
+                lines.append(f"- `train-{arm}-s{seed}`: {t['steps']} steps, {t['tokens_seen']:,} tokens, "
+                             f"{t['wall_s'] / 60:.0f} min of training ({t['tokens_per_s']} tokens/s, one thread), "
+                             f"mean train loss {t['train_loss']:.3f}; rows kept {t['data']['kept']}, dropped over "
+                             f"the cutoff {t['data']['dropped']}.")
+                recipe = t["recipe"]
+    if lines:
+        lora = recipe["lora"]
+        lines[:0] = [f"- Recipe (every arm and seed): {recipe['max_examples']} rows drawn by a seeded shuffle of the "
+                     "mixed train sets " + ", ".join(Path(d).parent.name for d in recipe["data"]) + ", one pass; "
+                     f"prompt form `{recipe['prompt_form']}`, answer form `{recipe['answer_form']}` (the target is "
+                     f"\"the correct answer is <{'option text' if recipe['answer_form'] == 'text' else 'label'}>\"), cutoff {recipe['cutoff']}; LoRA r={lora['r']}, "
+                     f"alpha={lora['alpha']}, dropout {lora['dropout']}, {'+'.join(lora['target_modules'])}; AdamW "
+                     f"lr {recipe['lr']}, {recipe['warmup_steps']} warmup steps, linear decay; micro batch "
+                     f"{recipe['batch_size']} × {recipe['grad_accum']}; loss on answer tokens only; float32, sdpa.",
+                     "- Within a seed the arms share rows, order, seed and LoRA init: `--mask` (and, for mas-ready, "
+                     "the starting weights `smollm2-135m-mas`) is the only difference."]
     if timing:
-        lines.append("- Wall-clock per job (min, summed over sittings): "
-                     + ", ".join(f"{k} {v / 60:.1f}" for k, v in timing.items()) + ".")
-    return lines
+        lines.append("- Wall-clock per job (minutes, summed over sittings; one thread each, two jobs at a time on "
+                     "the 2-core CPU): " + ", ".join(f"{k} {v / 60:.0f}" for k, v in timing.items()) + ".")
+    return lines or ["(no training finished yet)"]
 
 
 def write_report(args, conds: dict) -> Path:
-    """Write ``docs/RESULTS.md`` and the PNGs from the finished parts of the run in ``args.out``."""
+    """Write ``docs/RESULTS.md`` and its PNGs from what has finished in ``args.out``."""
+    from reproduce_commonsense import TASKS, jobs
+
     out, docs = Path(args.out), Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    checkpoint = getattr(args, "checkpoint", None)
-    arms = {f"{arm}-s{seed}": _train_info(out, arm, seed, checkpoint)
-            for seed in args.seeds for arm in ("causal", "mas")}
-    runs = {n: load_run(out / "eval" / n)[0] for n in conds if (out / "eval" / n / "summary.json").exists()}
-    comparisons, missing, plotted = {}, [], set()
-    for title, a, b, plot in pairs(conds, args.seeds, args.protocols):
-        if a in runs and b in runs:
-            comparisons[title] = compare_runs(out / "eval" / a, out / "eval" / b)
-            plotted |= {title} if plot else set()
-        else:
-            missing.append(title)
+    runs = {n: r for n in conds if (r := load_condition(out, n, TASKS))}
+    headline, _ = _headline(out, runs, args)
+    curves = _curve(runs, args)
     timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
-    plots = _plots(docs, Path(args.report).stem.lower(), comparisons, plotted, arms)
-    recipe = next((a["recipe"] for a in arms.values() if "recipe" in a), None)
-    command = (f"python benchmarks/reproduce_commonsense.py --seeds {','.join(map(str, args.seeds))} --protocols "
-               f"{','.join(args.protocols)} --answer-form {args.answer_form} --train-examples {args.train_examples} "
-               f"--batch-size {args.batch_size} --grad-accum {args.grad_accum} --lr {args.lr} --warmup-steps "
-               f"{args.warmup_steps} --eval-limit {args.eval_limit} --seed {args.seed}"
-               + (" --no-diagnostics" if args.no_diagnostics else ""))
-    lines = ["# Reproduction: MAS vs causal LoRA fine-tuning on commonsense reasoning (SmolLM2-135M-Instruct, CPU)",
-             "", f"Produced by `{command}` (report only: add `--stage report`). "
-             "Every number below was measured in this run; conditions that did not finish are listed as missing.",
-             "", "## Recipe and budget", "", *(_recipe_lines(recipe, arms, checkpoint, timing) if recipe else []),
-             "", "## MAS − causal per seed (mean of tasks, pp, paired 95% CI)", "",
-             *_seed_table(comparisons, args.seeds, args.protocols),
-             "", "## Accuracy per condition (%, Wilson 95% CI)", "", *_summary_table(runs), ""]
-    for title, cmp in comparisons.items():
-        lines += [f"## {title}", "", f"A = `{Path(cmp['a']).name}`, B = `{Path(cmp['b']).name}`.", "",
-                  *_comparison_table(cmp), ""]
-    headline = [n for n in runs if n.endswith("-choice") and runs[n]["protocol"] == "choice"]
-    if headline:
-        lines += ["## What the models pick (choice protocol)", ""]
-        for name in headline:
-            lines += [f"`{name}`:", "", "```", format_picks(runs[name]), "```", ""]
+    prefix = Path(args.report).stem.lower()
+    plots = _plots(docs, prefix, args, curves, out)
+    queue = jobs(args)
+    done = [j.name for j in queue if j.done()]
+    lines = ["# The MAS vs causal study: LoRA on commonsense reasoning (SmolLM2-135M-Instruct, CPU)", "",
+             "Produced by `python benchmarks/reproduce_commonsense.py` (this page: `--stage report`), which runs "
+             "one queue of jobs in priority order and resumes where it stopped. Every number below was measured; "
+             f"{len(done)} of {len(queue)} jobs have finished, and what has not is listed at the end.", "",
+             "## Headline: choice protocol, every example of the 7 test sets (6,189), MAS − causal", "",
+             *headline, "", "## Recipe and budget", "", *_recipe(out, args, timing), "",
+             "## Accuracy per condition (choice unless named; %)", "", *_condition_table(runs, TASKS), "",
+             "## Accuracy against training steps", "",
+             f"Fixed subset of {args.curve_limit} examples per test set (seeded); step 0 is the starting model "
+             "(base model under the arm's mask; the MAS-ready model for mas-ready), the last step the final adapter "
+             "restricted to the same examples.", ""]
+    for name, curve in curves.items():
+        lines.append(f"- {name}: " + ", ".join(f"step {s} {_pct(a)}%" for s, a, _ in curve))
+    lines += ["", "## Diagnostics: base model, repeat baseline, option order, label protocols", "",
+              *_pair_rows(out, runs, _diagnostic_pairs(args)), "", "`*` on examples both sides have so far.", "",
+              "## What the models pick (choice: the position of the option picked; gold in parentheses)", ""]
+    for name in [n for n in runs if n.endswith("-choice") and "step" not in n]:
+        lines += [f"`{name}`{' (partial)' if runs[name]['partial'] else ''}:", "", "```",
+                  format_picks(runs[name]["summary"]), "```", ""]
+    missing = [j.name for j in queue if j.name not in done]
     if missing:
-        lines += ["## Missing", "", *[f"- {t}: not run to completion in this budget." for t in missing], ""]
+        lines += ["## Not finished yet", "", ", ".join(f"`{m}`" for m in missing), ""]
     if plots:
         lines += ["## Plots", "", *[f"![{p}]({p})" for p in plots], ""]
-    lines += ["## Reading", "", *_reading(comparisons, arms)]
     notes = getattr(args, "notes", None)
     if notes and Path(notes).exists():
-        lines += ["", Path(notes).read_text().strip()]
+        lines += ["## Reading", "", Path(notes).read_text().strip(), ""]
     path = docs / args.report
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines))
     print(f"wrote {path} and {plots}")
     return path
