@@ -21,7 +21,7 @@ def main() -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
     from segmask.train import TrainConfig, train
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

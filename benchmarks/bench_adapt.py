@@ -41,7 +41,7 @@ def heldout_prompts(tokenizer, model, n: int, data_dir: str | None, seed: int, m
                     exclude: set[str]) -> list[dict]:
     """``n`` held-out conversations: 85% single-turn, 15% second turns after the causal model's first answer; no
     user message in ``exclude`` (the run's actual training prompts)."""
-    from segmask.prompt_pool import follow_up, prompt_pool
+    from segmask.train.prompt_pool import follow_up, prompt_pool
 
     n_multi = max(1, int(0.15 * n))
     single = prompt_pool(n - n_multi + len(exclude), seed=seed, split="heldout", data_dir=data_dir)
@@ -58,8 +58,8 @@ def heldout_prompts(tokenizer, model, n: int, data_dir: str | None, seed: int, m
 @torch.no_grad()
 def greedy(model, tokenizer, conversations: list[list[dict]], max_new: int, *, mas: bool, batch: int = 32):
     """Greedy answer token ids (cut after the first end-of-turn token) for each conversation."""
-    from segmask.adapt import cut_after_eos, eos_ids, teacher_answers
-    from segmask.chat import encode_chat
+    from segmask.train.adapt import cut_after_eos, eos_ids, teacher_answers
+    from segmask.core.chat import encode_chat
 
     if not mas:
         return [a["answer_ids"] for a in teacher_answers(model, tokenizer, conversations, max_new_tokens=max_new,
@@ -78,7 +78,7 @@ def greedy(model, tokenizer, conversations: list[list[dict]], max_new: int, *, m
 def answer_stats(model, tokenizer, conversations, answers, *, student_mas: bool | None, batch: int = 16):
     """Per conversation: NLL per token of ``answers`` under the causal base, and (``student_mas`` set) the KL of
     the student (adapter as is, MAS) from the teacher (adapter off, causal) per token along them."""
-    from segmask.adapt import DistillCollator, answer_logprobs, distill_example, full_kl
+    from segmask.train.adapt import DistillCollator, answer_logprobs, distill_example, full_kl
 
     collator = DistillCollator(tokenizer.pad_token_id, 0.0, 1.0)
     nll, kl = [], []

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from _common import smollm2_shaped
 
-    from segmask.lora import add_lora
+    from segmask.train.lora import add_lora
 
     x, w = torch.randn(688, 576), torch.randn(1536, 576)
     mm = {dt: cpu_time(lambda dt=dt: torch.nn.functional.linear(x.to(dt), w.to(dt)), args.reps * 10)

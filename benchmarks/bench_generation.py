@@ -65,7 +65,7 @@ def fit_segment(tokenizer, make_messages, index: int, target: int, seed: int) ->
 def ttft(model, tokenizer, system_tokens: int, user_tokens: int, reps: int) -> tuple[dict, int]:
     import segmask
     from segmask.generation import generate
-    from segmask.prefix_cache import PrefixCache
+    from segmask.generation.prefix_cache import PrefixCache
 
     system = fit_segment(tokenizer, lambda s: [{"role": "system", "content": s},
                                                {"role": "user", "content": "hi"}], 0, system_tokens, seed=1)

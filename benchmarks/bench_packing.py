@@ -42,7 +42,7 @@ SYSTEM = "You are a helpful assistant. Answer briefly."
 
 def mixes(tokenizer, n: int, seed: int) -> dict[str, tuple[list, int]]:
     """{mix name: (examples, cutoff)}, ``n`` examples each (training + held-out)."""
-    from segmask.data import load_records, mix, prepare, record_to_messages
+    from segmask.train.data import load_records, mix, prepare, record_to_messages
 
     common = mix([load_records(DATA / "commonsense")], seed=seed, limit=n)
     commonsense, _ = prepare(tokenizer, common, form="commonsense", cutoff=256)
@@ -95,7 +95,7 @@ def step_inputs(batch: dict, mas: bool) -> dict:
 def packed_floor(config, batches: list[dict]) -> tuple[float, float]:
     """(MAS/causal FLOP floor, dense-kernel/causal FLOPs) of the packed steps: projections and LM head on every
     token; attention pairs causal within each example (+ the segments' upper triangles for MAS), or T² per row."""
-    from segmask.masks import document_ids
+    from segmask.core.masks import document_ids
 
     tokens = causal = mas = dense = 0
     for b, _ in batches:
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mixes", nargs="+", default=["commonsense", "chat"])
     parser.add_argument("--write", action="store_true", help="rewrite the bench_packing section of PERFORMANCE.md")
     args = parser.parse_args(argv)
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     torch.set_num_threads(args.threads)
     tokenizer = load_tokenizer()

@@ -8,7 +8,7 @@ returns the next-token logits and a filled KV cache, as ``generate`` needs. Rout
 
 - causal:  the stock model, no segment ids (the baseline of every ratio)
 - dense:   one forward through the ``segmask.enable`` hook (sdpa gets a dense bool mask)
-- segment: ``segmask.prefill.segment_prefill`` (one call per segment, all-True masks, causal tail)
+- segment: ``segmask.hf.prefill.segment_prefill`` (one call per segment, all-True masks, causal tail)
 - flex:    one forward with attn_implementation="flex_attention" (BlockMask; compiled on first use per shape)
 - generate: time to first token through ``model.generate(..., segment_ids=..., max_new_tokens=1)`` (its own route
   choice, ``prefill_route="auto"``) divided by the same ``generate`` call without segment ids
@@ -36,7 +36,7 @@ CHART = DOCS.parent / "prefill_ratio.png"
 
 def route_pairs(route: str, length: int, segs: torch.Tensor) -> int:
     """Query-key pairs the route's kernels compute for one prompt."""
-    from segmask.prefill import chunk_bounds
+    from segmask.hf.prefill import chunk_bounds
 
     if route == "dense":
         return length * length
@@ -48,8 +48,8 @@ def route_pairs(route: str, length: int, segs: torch.Tensor) -> int:
 
 def bench_length(models: dict, length: int, reps: int, tail: int, flex: bool, user_segments: int) -> dict:
     import segmask
-    from segmask.hf import build_mas_masks
-    from segmask.prefill import chunk_bounds, chunk_mask, mas_prefill
+    from segmask.hf.attention import build_mas_masks
+    from segmask.hf.prefill import chunk_bounds, chunk_mask, mas_prefill
 
     model = models["sdpa"]
     config = model.config
@@ -108,12 +108,12 @@ def bench_length(models: dict, length: int, reps: int, tail: int, flex: bool, us
              for r in ("dense", "segment")}
     return dict(length=length, segments=seg_lengths, tail=tail, times=times, errors=errors, floor=floor,
                 flops=flops, causal_cpu=causal_cpu, mask_share={k: v / causal_cpu for k, v in mask_cpu.items()},
-                compile_s=compile_s, auto=segmask.prefill.choose_route(config, segs, length))
+                compile_s=compile_s, auto=segmask.hf.prefill.choose_route(config, segs, length))
 
 
 def bench_decode(model, length: int, steps: int, reps: int) -> dict:
     """Per-step decode time after a MAS prefill (segment ids passed on) vs after a causal prefill."""
-    from segmask.prefill import mas_prefill
+    from segmask.hf.prefill import mas_prefill
 
     _, segs = chat_segments(length, 16)
     ids = torch.randint(0, model.config.vocab_size, (1, length))

@@ -41,7 +41,7 @@ def train_batch(batch: int, length: int, vocab: int) -> tuple[list[int], dict[st
 
 
 def bench_length(model, optimizer, length: int, batch: int, reps: int) -> dict:
-    from segmask.hf import build_mas_masks
+    from segmask.hf.attention import build_mas_masks
 
     config = model.get_base_model().config
     seg_lengths, data = train_batch(batch, length, config.vocab_size)

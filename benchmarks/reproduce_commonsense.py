@@ -232,7 +232,7 @@ def eval_job(args) -> None:
     torch.set_num_threads(1)
     from segmask.eval import evaluate
     from segmask.eval.run import summarize, write_run
-    from segmask.models import load_model
+    from segmask.hf.models import load_model
 
     c = conditions(args)[args.job]
     adapter = adapter_path(args, c)

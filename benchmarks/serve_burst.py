@@ -27,7 +27,7 @@ def main() -> None:
     import uvicorn
     from openai import OpenAI
 
-    from segmask.models import load_model
+    from segmask.hf.models import load_model
     from segmask.serve import ServeConfig, create_app
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

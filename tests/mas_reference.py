@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from segmask.masks import pad_segment_ids, segment_mask
+from segmask.core.masks import pad_segment_ids, segment_mask
 
 
 def dense_mas_forward(model, input_ids, attention_mask, segment_ids):

@@ -33,7 +33,7 @@ def served_tiny_model(**config):
     defaults); yields ``(base_url, reference model, tokenizer)``, the reference an untouched copy of the model."""
     import copy
 
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
     from segmask.serve import ServeConfig, create_app
 
     tokenizer = load_tokenizer()

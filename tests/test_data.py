@@ -11,12 +11,12 @@ import random
 import pytest
 import torch
 
-from segmask.data import (SegmentCollator, encode_record, fit_cutoff, load_records, mix, prepare,
-                          record_to_messages)
-from segmask.masks import CAUSAL
-from segmask.models import load_tokenizer
-from segmask.segments import IGNORE_INDEX, Example
-from segmask.templates import COMMONSENSE_SYSTEM, RESPONSE
+from segmask.train.data import (SegmentCollator, encode_record, fit_cutoff, load_records, mix, prepare,
+                                record_to_messages)
+from segmask.core.masks import CAUSAL
+from segmask.hf.models import load_tokenizer
+from segmask.core.segments import Example, IGNORE_INDEX
+from segmask.core.templates import COMMONSENSE_SYSTEM, RESPONSE
 
 RECORD = {"instruction": "Please answer the following question with true or false, question: is the sky blue?"
                          "\n\nAnswer format: true/false", "input": "", "output": "the correct answer is true",

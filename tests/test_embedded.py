@@ -1,4 +1,4 @@
-"""Resolving embedded model names (``segmask.models.resolve``) without any model package: a GGUF assembled from
+"""Resolving embedded model names (``segmask.hf.models.resolve``) without any model package: a GGUF assembled from
 chunk packages is converted once and its scratch file removed; missing packages raise ``ValueError`` naming the
 install command. No model is loaded; CPU only, no network."""
 

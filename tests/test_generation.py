@@ -176,7 +176,7 @@ def test_bad_prompts_raise_clear_errors():
 
 @pytest.mark.real_model
 def test_real_model_batch_and_prefix_reuse_match_full_recompute(smollm2):
-    from segmask.prefix_cache import PrefixCache
+    from segmask.generation.prefix_cache import PrefixCache
 
     model, tokenizer = smollm2
     system = {"role": "system", "content": "You are a concise assistant. Answer in one short sentence."}

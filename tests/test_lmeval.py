@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from segmask.segments import Piece, encode_pieces
+from segmask.core.segments import Piece, encode_pieces
 
 pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None,
@@ -62,7 +62,7 @@ def env(tmp_path_factory):
     """(task folder, model folder, model, tokenizer)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     root = tmp_path_factory.mktemp("lmeval")
     data = root / "docs.jsonl"
@@ -84,7 +84,7 @@ def evaluate(env, tasks, monkeypatch, **kwargs):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    import segmask.lmeval  # noqa: F401  registers the "segmask" model type
+    import segmask.eval.lmeval  # noqa: F401  registers the "segmask" model type
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -96,7 +96,7 @@ def evaluate(env, tasks, monkeypatch, **kwargs):
 
 def reference_loglikelihood(model, tokenizer, context: str, continuation: str, segment_ids_of) -> tuple[float, bool]:
     """log p(continuation | context) from the stock model with the dense MAS mask; lm-eval's token split."""
-    from segmask.masks import segment_mask
+    from segmask.core.masks import segment_mask
 
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
@@ -183,7 +183,7 @@ def test_segmask_import_does_not_register():
     import sys
 
     code = ("import sys, segmask, segmask.serve; "
-            "assert 'lm_eval' not in sys.modules and 'segmask.lmeval' not in sys.modules")
+            "assert 'lm_eval' not in sys.modules and 'segmask.eval.lmeval' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -194,7 +194,7 @@ def test_loglikelihood_equals_segmask_eval_scoring(env, segments):
 
     from segmask import disable
     from segmask.eval.scoring import loglik_scores
-    from segmask.lmeval import SegmaskLM
+    from segmask.eval.lmeval import SegmaskLM
 
     _, _, model, tokenizer = env
     context = "Q: Is ice cold?\nA: yes\n\nQ: Is fire cold?\nA:"
@@ -218,7 +218,7 @@ def test_loglikelihood_equals_segmask_eval_scoring(env, segments):
 def test_chat_template_with_an_open_assistant_prefix(env):
     """lm-eval's ``gen_prefix`` renders the chat with the assistant turn left open: that text is causal."""
     from segmask import disable
-    from segmask.lmeval import SegmaskLM
+    from segmask.eval.lmeval import SegmaskLM
 
     _, _, model, tokenizer = env
     lm = SegmaskLM(model, tokenizer=tokenizer)
@@ -237,7 +237,7 @@ def test_question_segments_keep_the_answer_lead_in_causal(env, monkeypatch):
     """``segments=question``: the context's last line ("Answer:") is causal, the lines before it one segment; every
     log-likelihood (scored from one shared prefill per question) matches the dense reference."""
     from segmask import disable
-    from segmask.lmeval import SegmaskLM
+    from segmask.eval.lmeval import SegmaskLM
 
     _, _, model, tokenizer = env
     lm = SegmaskLM(model, tokenizer=tokenizer, segments="question")

@@ -12,7 +12,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from segmask import disable, enable
-from segmask.lora import LoraSettings, add_lora, load_adapter_config, save_adapter
+from segmask.train.lora import LoraSettings, add_lora, save_adapter
+from segmask.core.recipe import load_adapter_config
 
 VOCAB = 128
 

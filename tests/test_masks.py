@@ -1,4 +1,4 @@
-"""segmask.masks against a loop-by-loop reference written from the MAS definition. CPU only, no network."""
+"""segmask.core.masks against a loop-by-loop reference written from the MAS definition. CPU only, no network."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segmask.masks import mas_mod, pad_segment_ids, segment_mask, validate_segment_ids
+from segmask.core.masks import mas_mod, pad_segment_ids, segment_mask, validate_segment_ids
 
 
 def loop_reference(segment_ids: list[list[int]], attention_mask: list[list[int]]) -> torch.Tensor:
@@ -155,7 +155,7 @@ def test_mask_memory_does_not_depend_on_id_magnitude():
 
 
 def test_renumber_segments_keeps_order_and_causal():
-    from segmask.masks import renumber_segments
+    from segmask.core.masks import renumber_segments
 
     ids = torch.tensor([[-1, 7, 7, 3, -1, 10**9], [5, 5, 5, -1, -1, -1]])
     assert renumber_segments(ids).tolist() == [[-1, 0, 0, 1, -1, 2], [0, 0, 0, -1, -1, -1]]

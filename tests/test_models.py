@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import segmask
-from segmask.segments import position_ids_from_attention_mask
+from segmask.core.segments import position_ids_from_attention_mask
 
 from .hf_models import loop_mask
 

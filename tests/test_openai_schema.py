@@ -1,4 +1,4 @@
-"""segmask.openai_schema.parse_request: null is the default, limits and refusals name the field, whatever passes
+"""segmask.serve.schema.parse_request: null is the default, limits and refusals name the field, whatever passes
 can be decoded. Pure Python, no model."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from segmask.openai_schema import ApiError, parse_request
+from segmask.serve.schema import ApiError, parse_request
 
 CONFIG = SimpleNamespace(model_name="m", max_tokens=64, default_max_tokens=16, max_messages=8)
 USER = [{"role": "user", "content": "hi"}]

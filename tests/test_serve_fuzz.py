@@ -72,7 +72,7 @@ BODY = st.one_of(
 def http():
     from starlette.testclient import TestClient
 
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
     from segmask.serve import ServeConfig, create_app
 
     tokenizer = load_tokenizer()

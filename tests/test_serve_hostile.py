@@ -135,7 +135,7 @@ def test_stalled_upload_gets_408(setup):
 def test_health_answers_while_a_hostile_request_is_prepared():
     """A request of 400 messages keeps the prompt thread busy for seconds (the chat template is rendered once per
     message prefix); /health must answer within 100 ms meanwhile (before: it waited for the whole rendering)."""
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
     from segmask.serve import ServeConfig, create_app
 
     tok = load_tokenizer()

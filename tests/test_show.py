@@ -1,4 +1,4 @@
-"""``segmask show`` and ``segmask.plots``: ASCII output, PNG figures, and attention maps that obey the MAS mask.
+"""``segmask show`` and ``segmask.viz.plots``: ASCII output, PNG figures, and attention maps that obey the MAS mask.
 
 CPU only, no network: a tiny random Llama (eager attention) with SmolLM2's real tokenizer and chat template.
 """
@@ -22,7 +22,7 @@ def tiny(tmp_path_factory):
     """(model folder, eager tiny model, tokenizer)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     tokenizer = load_tokenizer()
     torch.manual_seed(0)
@@ -46,8 +46,8 @@ def reference_maps(model, batch, mask: torch.Tensor) -> torch.Tensor:
 
 def test_attention_maps_follow_the_dense_reference(tiny):
     from segmask import disable, enable, encode_chat
-    from segmask.masks import segment_mask
-    from segmask.plots import attention_maps
+    from segmask.core.masks import segment_mask
+    from segmask.viz.plots import attention_maps
 
     _, model, tokenizer = tiny
     batch = encode_chat(tokenizer, MESSAGES)
@@ -72,7 +72,7 @@ def test_attention_maps_follow_the_dense_reference(tiny):
 
 def test_attention_maps_need_eager(tiny):
     from segmask import encode_chat
-    from segmask.plots import attention_maps
+    from segmask.viz.plots import attention_maps
 
     _, model, tokenizer = tiny
     model.config._attn_implementation = "sdpa"
@@ -84,7 +84,7 @@ def test_attention_maps_need_eager(tiny):
 
 
 def test_select_layers():
-    from segmask.plots import select_layers
+    from segmask.viz.plots import select_layers
 
     assert select_layers("0,-1", 4) == [0, 3]
     assert select_layers("all", 3) == [0, 1, 2]

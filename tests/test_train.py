@@ -12,10 +12,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from segmask.data import SegmentCollator, encode_record
-from segmask.lora import LoraSettings, load_adapter_config
-from segmask.models import load_tokenizer
-from segmask.segments import IGNORE_INDEX
+from segmask.train.data import SegmentCollator, encode_record
+from segmask.train.lora import LoraSettings
+from segmask.core.recipe import load_adapter_config
+from segmask.hf.models import load_tokenizer
+from segmask.core.segments import IGNORE_INDEX
 from segmask.train import LOSS_CURVE, TrainConfig, train
 
 QUESTIONS = ["is water wet", "is fire cold", "do birds fly", "is ice hot", "can fish swim", "is the sun dark"]
@@ -114,7 +115,7 @@ def test_resume_continues_from_the_last_checkpoint(tok, train_file, tmp_path):
 @pytest.mark.real_model
 def test_segmask_train_cli_end_to_end(tmp_path, train_file, smollm2):
     from segmask.cli import main
-    from segmask.lora import load_adapter
+    from segmask.train.lora import load_adapter
 
     out = tmp_path / "out"
     rc = main(["train", str(train_file), "--out", str(out), "--mask", "mas", "--max-examples", "4", "--max-steps",

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from segmask.lora import LoraSettings
+from segmask.train.lora import LoraSettings
 from segmask.train import LOSS_CURVE, TrainConfig, train
 
 from .test_train import RECORDS, tiny_model
@@ -16,7 +16,7 @@ from .test_train import RECORDS, tiny_model
 
 @pytest.fixture(scope="module")
 def tok():
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     return load_tokenizer()
 

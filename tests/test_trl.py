@@ -1,4 +1,4 @@
-"""segmask.trl: TRL's real ``SFTTrainer`` trains under MAS, padded, padding-free and packed, and its loss on a batch
+"""segmask.train.trl: TRL's real ``SFTTrainer`` trains under MAS, padded, padding-free and packed, and its loss on a
 equals segmask's own (the loss ``segmask train`` optimises on the same examples). Also runs examples/trl_sft_mas.py.
 CPU only, offline: a tiny random Llama with the SmolLM2 tokenizer."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segmask.data import SegmentCollator, encode_record
+from segmask.train.data import SegmentCollator, encode_record
 
 from .test_train import tiny_model
 
@@ -29,7 +29,7 @@ MODES = {"padded": dict(), "padding_free": dict(padding_free=True, max_length=No
 
 @pytest.fixture(scope="module")
 def tok():
-    from segmask.models import load_tokenizer
+    from segmask.hf.models import load_tokenizer
 
     return load_tokenizer()
 
@@ -51,7 +51,7 @@ def run_sft(tok, tmp_path, mode: str, mask: str = "mas"):
     from peft import LoraConfig
     from trl import SFTConfig
 
-    from segmask.trl import MASSFTTrainer, mas_dataset
+    from segmask.train.trl import MASSFTTrainer, mas_dataset
 
     seen = []
 
@@ -101,7 +101,7 @@ def test_bad_datasets_are_refused(tok, tmp_path):
     from datasets import Dataset
     from trl import SFTConfig
 
-    from segmask.trl import MASSFTTrainer, mas_dataset
+    from segmask.train.trl import MASSFTTrainer, mas_dataset
 
     args = SFTConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, bf16=False, max_length=8)
     with pytest.raises(ValueError, match="train sample 0 has .* tokens, more than max_length 8"):

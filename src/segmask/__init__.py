@@ -9,22 +9,27 @@ causal. Quick start:
     >>> batch = segmask.encode_chat(tok, [{"role": "user", "content": "Name a colour."}])
     >>> out = model.generate(**batch, max_new_tokens=16)      # MAS prefill, causal decoding
 
-Heavy imports (transformers, peft) happen inside the functions that need them.
+Heavy imports (transformers, peft) happen inside the functions that need them. The package is laid out by layer,
+each importing only the layers before it: ``core`` -> ``hf`` -> ``generation`` -> ``train`` / ``eval`` / ``serve`` /
+``viz`` -> ``cli`` (README: "How the code is laid out"). This module re-exports the public names.
 """
 
-from .chat import encode_chat
-from .conversation import Conversation
-from .generation import generate
-from .hf import build_mas_masks, disable, enable, is_enabled
-from .masks import CAUSAL, mas_mod, segment_mask, validate_segment_ids
-from .models import DEFAULT_MODEL, load_model
-from .packing import PackedRow, collate_packed, pack
-from .prefill import mas_prefill
-from .prefix_cache import PrefixCache
-from .segments import Batch, Example, Piece, collate, encode_pieces, encode_spans, from_segment_ids
-from .templates import encode_commonsense
+from .core.chat import encode_chat
+from .core.masks import CAUSAL, mas_mod, segment_mask, validate_segment_ids
+from .core.packing import PackedRow, collate_packed, pack
+from .core.recipe import DEFAULT_MODEL, VERSION
+from .core.segments import Batch, Example, Piece, collate, encode_pieces, encode_spans, from_segment_ids
+from .core.templates import encode_commonsense
+from .generation.batch import generate
+from .generation.conversation import Conversation
+from .generation.prefix_cache import PrefixCache
+from .hf.attention import build_mas_masks
+from .hf.backend import is_enabled
+from .hf.enable import disable, enable
+from .hf.models import load_model
+from .hf.prefill import mas_prefill
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "CAUSAL",

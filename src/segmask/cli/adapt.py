@@ -1,4 +1,5 @@
-"""``segmask adapt``: make a causal chat model MAS-ready by self-distillation (no labelled data; see ``segmask.adapt``).
+"""``segmask adapt``: make a causal chat model MAS-ready by self-distillation (no labelled data; see
+``segmask.train.adapt``).
 
     segmask adapt --out runs/adapt                                  # embedded SmolLM2-135M-Instruct, shipped prompts
     segmask adapt --out runs/adapt --data-dir ../shared/data --budget 60m --threads 1
@@ -21,7 +22,7 @@ RENAMES = {"output_dir": "out"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..adapt import AdaptConfig
+    from ..train.adapt import AdaptConfig
 
     p = sub.add_parser("adapt", help="MAS-ready chat model by self-distillation from the causal model (no labels)")
     add_config_args(p, AdaptConfig, renames=RENAMES, skip=("progress",))
@@ -31,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..adapt import AdaptConfig, adapt
+    from ..train.adapt import AdaptConfig, adapt
 
     cfg = config_from_namespace(AdaptConfig, args, renames=RENAMES, progress=not args.quiet)
     if args.threads:

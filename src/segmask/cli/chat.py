@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from transformers import TextStreamer
 
-    from ..conversation import Conversation
-    from ..viz import describe_segments
+    from ..generation.conversation import Conversation
+    from ..viz.ascii import describe_segments
 
     model, tokenizer = load_chosen(args)
     causal = chosen_mask(args) == "causal"

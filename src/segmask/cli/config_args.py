@@ -74,7 +74,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, *, renames: dict
 def config_from_namespace(cls: type, args: argparse.Namespace, *, renames: dict[str, str] | None = None,
                           **overrides: Any) -> Any:
     """Build ``cls`` from the parsed flags of ``add_config_args`` (``overrides`` win)."""
-    from ..lora import LoraSettings
+    from ..train.lora import LoraSettings
 
     renames = renames or {}
     values: dict[str, Any] = {}

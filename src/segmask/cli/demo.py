@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..chat import encode_chat
+    from ..core.chat import encode_chat
     from .show import conversation, render
 
     custom = bool(args.model or args.adapter or args.causal)
@@ -77,8 +77,9 @@ def _default_pair(args: argparse.Namespace):
     """The original model with the shipped MAS chat adapter attached (switchable), MAS enabled."""
     from peft import PeftModel
 
-    from ..hf import enable
-    from ..models import BASE_MODEL, DEFAULT_MODEL, MAS_READY, load_model, shipped_adapter
+    from ..core.recipe import BASE_MODEL, DEFAULT_MODEL
+    from ..hf.enable import enable
+    from ..hf.models import MAS_READY, load_model, shipped_adapter
 
     base, tokenizer = load_model(BASE_MODEL, dtype=args.dtype, attn_implementation=args.attn, device=args.device)
     args.model = f"{DEFAULT_MODEL} (MAS, adapted) vs {BASE_MODEL} (causal)"

@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def settings(args: argparse.Namespace) -> dict:
     """Resolve mask, prompt form, option order, system message and base model from the flags and the adapter's
     segmask.json."""
-    from ..lora import load_adapter_config
+    from ..core.recipe import load_adapter_config
 
     config = load_adapter_config(args.adapter) if args.adapter else {}
     if args.causal and args.mask not in (None, "causal"):
@@ -59,7 +59,7 @@ def settings(args: argparse.Namespace) -> dict:
     option_order = args.option_order or recipe.get("option_order") or "after"
     model = args.model or config.get("base_model")
     if model is None:  # the MAS-ready default under MAS, the causally trained original under the causal masks
-        from ..models import BASE_MODEL, DEFAULT_MODEL
+        from ..core.recipe import BASE_MODEL, DEFAULT_MODEL
 
         model = DEFAULT_MODEL if mask == "mas" else BASE_MODEL
     return {"mask": mask, "prompt_form": prompt_form, "option_order": option_order, "system": system, "model": model}
@@ -67,7 +67,7 @@ def settings(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from ..eval.run import evaluate, format_picks, format_summary
-    from ..models import load_model
+    from ..hf.models import load_model
 
     chosen = settings(args)
     model, tokenizer = load_model(chosen["model"], dtype=args.dtype, attn_implementation=args.attn,

@@ -63,7 +63,7 @@ def decoding_kwargs(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
 def read_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Requests from ``--file`` and positional prompts, each with a ``messages`` list; ValueError names the file and
     line (or the prompt) of a bad one."""
-    from ..chat import validate_messages
+    from ..core.chat import validate_messages
 
     records = [({"prompt": p}, f"prompt {i}") for i, p in enumerate(args.prompts)]
     if args.file is not None:
@@ -97,9 +97,9 @@ def read_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..chat import encode_chat
-    from ..generation import generate
-    from ..prefix_cache import PrefixCache
+    from ..core.chat import encode_chat
+    from ..generation.batch import generate
+    from ..generation.prefix_cache import PrefixCache
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")

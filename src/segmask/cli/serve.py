@@ -36,8 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ..models import load_model
-    from ..serve import ServeConfig, create_app
+    from ..hf.models import load_model
+    from ..serve.app import ServeConfig, create_app
 
     args.model = chosen_model(args)
     config = ServeConfig(

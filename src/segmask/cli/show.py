@@ -36,8 +36,8 @@ def conversation(system: str, user: str) -> list[dict]:
 
 def render(tokenizer, batch, max_size: int = 64) -> str:
     """Segments table and ASCII mask of the first sample of ``batch``."""
-    from ..masks import segment_mask
-    from ..viz import ascii_mask, describe_segments
+    from ..core.masks import segment_mask
+    from ..viz.ascii import ascii_mask, describe_segments
 
     real = batch["attention_mask"][0].bool()
     ids, segs = batch["input_ids"][0][real], batch["segment_ids"][0][real]
@@ -48,12 +48,12 @@ def render(tokenizer, batch, max_size: int = 64) -> str:
 def prompt_batch(tokenizer, args: argparse.Namespace):
     """The prompt to show: a dataset record in the paper's form (``--data``) or the chat of --system/--user."""
     if args.data is None:
-        from ..chat import encode_chat
+        from ..core.chat import encode_chat
 
         return encode_chat(tokenizer, conversation(args.system, args.user))
-    from ..data import load_records
-    from ..segments import collate
-    from ..templates import encode_commonsense
+    from ..core.segments import collate
+    from ..core.templates import encode_commonsense
+    from ..train.data import load_records
 
     records = load_records(args.data)
     if not 0 <= args.index < len(records):
@@ -66,7 +66,7 @@ def prompt_batch(tokenizer, args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import load_tokenizer
+    from ..hf.models import load_tokenizer
 
     if args.attention and not args.png:
         raise ValueError("--attention draws into the --png figure; give --png FILE")
@@ -81,13 +81,13 @@ def run(args: argparse.Namespace) -> int:
 
 def write_png(args: argparse.Namespace, tokenizer, batch) -> None:
     """Save the mask figure (and with ``--attention`` the MAS vs causal attention maps) to ``args.png``."""
-    from ..plots import mask_and_attention_figure, select_layers
+    from ..viz.plots import mask_and_attention_figure, select_layers
 
     maps, layers = None, []
     if args.attention:
-        from ..hf import enable
-        from ..models import load_model
-        from ..plots import attention_maps
+        from ..hf.enable import enable
+        from ..hf.models import load_model
+        from ..viz.plots import attention_maps
 
         model, _ = load_model(args.model, dtype=args.dtype, attn_implementation="eager", device=args.device,
                               adapter=args.adapter)

@@ -62,8 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The ``TrainConfig`` the parsed arguments describe."""
-    from ..lora import LoraSettings
-    from ..train import TrainConfig
+    from ..train.lora import LoraSettings
+    from ..train.trainer import TrainConfig
 
     lora = LoraSettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
                         target_modules=args.lora_targets)
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from ..train import train
+    from ..train.trainer import train
 
     summary = train(config_from_args(args))
     print(json.dumps({k: v for k, v in summary.items() if k != "recipe"}, indent=2))

@@ -2,7 +2,7 @@
 
 The label protocols ask a model to name an option by its label ("answer3"), which small models cannot bind to the
 option it stands for. This one asks which option's *content* the model finds most likely after the prompt. The
-record's options are parsed out of its instruction (``segmask.questions``); the context is the prompt (its
+record's options are parsed out of its instruction (``segmask.core.questions``); the context is the prompt (its
 segments bidirectional under MAS) followed by a causal answer lead-in, and every option is a continuation of that
 same context, so the context is prefilled once and its KV cache serves all options (``scoring.loglik_scores``):
 
@@ -30,9 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..questions import Question, parse_question
-from ..segments import Example, Piece
-from ..templates import ANSWER_LEAD, QA_ANSWER, QA_QUESTION
+from ..core.questions import Question, parse_question
+from ..core.segments import Example, Piece
+from ..core.templates import ANSWER_LEAD, QA_ANSWER, QA_QUESTION
 from .scoring import continuation_ids, mask_pieces, prompt_pieces, prompt_prefix
 
 CHOICE_PROMPT_FORMS = ("commonsense", "chat", "qa")

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..questions import OPTION_ORDERS
+from ..core.questions import OPTION_ORDERS
 from .protocols import PROTOCOLS, RUNNERS
 from .scoring import MASKS
 from .stats import accuracy, mcnemar_exact, paired_bootstrap, paired_comparison
@@ -70,7 +70,8 @@ def evaluate(
         The summary dict: ``tasks`` {name: {acc, ci_low, ci_high, n, correct, picks, answers, (acc_norm ...)}},
         ``mean``, ``settings``, ``seconds``, ``examples_per_s``, and ``predictions`` (the per-example rows).
     """
-    from ..hf import disable, enable, is_enabled
+    from ..hf.backend import is_enabled
+    from ..hf.enable import disable, enable
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")

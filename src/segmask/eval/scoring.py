@@ -31,12 +31,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ..chat import chat_pieces
-from ..hf import cache_kwarg
-from ..masks import CAUSAL
-from ..segments import IGNORE_INDEX, Example, Piece, collate, encode_pieces, position_ids_from_attention_mask
-from ..questions import OPTION_ORDERS, rewrite_record
-from ..templates import ANSWER_LEAD, commonsense_pieces, text_prompt_prefix
+from ..core.chat import chat_pieces
+from ..core.masks import CAUSAL
+from ..core.questions import OPTION_ORDERS, rewrite_record
+from ..core.segments import IGNORE_INDEX, Example, Piece, collate, encode_pieces, position_ids_from_attention_mask
+from ..core.templates import ANSWER_LEAD, commonsense_pieces, text_prompt_prefix
+from ..hf.backend import cache_kwarg
 
 LOGLIK_PREFIX = ANSWER_LEAD
 """Causal text after the response header that the log-likelihood continuations extend (as in ``output``)."""

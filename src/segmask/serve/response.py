@@ -19,7 +19,7 @@ import re
 from typing import Any
 
 from .batcher import GenRequest
-from .openai_schema import ApiError, ChatParams
+from .schema import ApiError, ChatParams
 
 
 class Completion:

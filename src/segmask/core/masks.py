@@ -24,8 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-CAUSAL = -1
-"""Segment id of a causal token (answer, generation header, padding)."""
+from .runs import CAUSAL, segment_run_starts
 
 MaskMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -46,13 +45,6 @@ def as_segment_ids(segment_ids: Any) -> torch.Tensor:
     if segment_ids.dtype == torch.bool or segment_ids.is_floating_point() or segment_ids.is_complex():
         raise ValueError(f"segment_ids must hold integers, got dtype {segment_ids.dtype}")
     return segment_ids.long()
-
-
-def segment_run_starts(segment_ids: torch.Tensor) -> torch.Tensor:
-    """BoolTensor [B, T]: True at the first position of each run of one segment id >= 0 in ``segment_ids`` [B, T]."""
-    starts = segment_ids >= 0
-    starts[:, 1:] &= segment_ids[:, 1:] != segment_ids[:, :-1]
-    return starts
 
 
 def validate_segment_ids(segment_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> None:
@@ -264,7 +256,7 @@ def packed_segment_mask(segment_ids: torch.Tensor, position_ids: torch.Tensor) -
     """Dense reference mask of a packed batch: MAS (``segment_mask``) AND same packed sequence.
 
     Args:
-        segment_ids: [B, T], unique within each row (see ``segmask.packing``).
+        segment_ids: [B, T], unique within each row (see ``segmask.core.packing``).
         position_ids: [B, T], restarting at 0 for each packed example.
 
     Returns:

@@ -7,7 +7,7 @@ order, LoRA init, dropout, optimiser) is fixed by ``seed`` and identical. Loss i
     >>> cfg = TrainConfig(data=["../shared/data/commonsense"], output_dir="runs/mas", mask="mas", max_examples=2000)
     >>> summary = train(cfg)       # adapter + segmask.json in runs/mas/adapter, loss curve in runs/mas/loss_curve.json
 
-``packing=True`` packs the examples into rows of at most ``cutoff`` tokens (``segmask.packing``): no padding, each
+``packing=True`` packs the examples into rows of at most ``cutoff`` tokens (``segmask.core.packing``): no padding, each
 example attends only to itself, MAS inside it, the same loss per example as unpacked batches.
 
 Multi-GPU / FSDP: run the ``segmask train`` command under ``accelerate launch``; Trainer picks the setup up.
@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .data import PROMPT_FORMS, ExampleDataset, SegmentCollator, load_records, mix, prepare
-from .lora import MASKS, LoraSettings, save_adapter, settings_dict
-from .models import BASE_MODEL
-from .packing import PackedCollator, PackedDataset, pack
-from .questions import ANSWER_FORMS, OPTION_ORDERS
+from ..core.packing import PackedCollator, PackedDataset, pack
+from ..core.questions import ANSWER_FORMS, OPTION_ORDERS
+from ..core.recipe import BASE_MODEL, MASKS, PROMPT_FORMS
+from .data import ExampleDataset, SegmentCollator, load_records, mix, prepare
+from .lora import LoraSettings, save_adapter, settings_dict
 
 LOSS_CURVE = "loss_curve.json"
 EXTRA_LOGS = ("kl",)  # logged values a Trainer subclass may add (adapt: mean KL per answer token)
@@ -194,12 +194,12 @@ def run_trainer(model: Any, cfg: LoopConfig, dataset: Any, collator: Any, meta: 
 
 def start_model(cfg: LoopConfig, model: Any = None, tokenizer: Any = None) -> tuple[Any, Any]:
     """The model a run starts from: ``cfg.model`` (or the given one) with ``cfg.init_adapter`` merged in."""
-    from .models import load_model
+    from ..hf.models import load_model
 
     if model is None:
         model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, attn_implementation=cfg.attn)
     if cfg.init_adapter:
-        from .models import merge_adapter
+        from ..hf.models import merge_adapter
 
         cfg.init_adapter = str(Path(cfg.init_adapter).resolve())  # recorded in segmask.json; loaders merge it first
         model = merge_adapter(model, cfg.init_adapter)
@@ -224,7 +224,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> dict
     """
     from transformers import set_seed
 
-    from .hf import enable
+    from ..hf.enable import enable
     from .lora import add_lora, segmask_config
 
     out = Path(cfg.output_dir)

@@ -28,11 +28,11 @@ from typing import Any, Callable
 
 import torch
 
-from .hf import cache_kwarg
-from .masks import CAUSAL
-from .prefill import mas_prefill
-from .sampling import make_generator, pick_token, token_logprobs
-from .segments import collate, from_segment_ids, position_ids_from_attention_mask
+from ..core.masks import CAUSAL
+from ..core.segments import collate, from_segment_ids, position_ids_from_attention_mask
+from ..generation.sampling import make_generator, pick_token, token_logprobs
+from ..hf.backend import cache_kwarg
+from ..hf.prefill import mas_prefill
 
 
 class QueueFull(Exception):
@@ -47,7 +47,7 @@ class GenRequest:
     ``("done", finish_reason)`` once (``"stop"`` for EOS or a stop condition, ``"length"`` at ``max_new_tokens``),
     or ``("error", message)`` once instead. ``should_stop(token_ids)`` may end the row early (stop strings, a gone
     client). With ``logprobs`` = k (None: off), ``token_logprobs`` gets ``(logprob, [(id, logprob)] * k)`` for
-    each token before its ``"token"`` event (``segmask.sampling.token_logprobs``).
+    each token before its ``"token"`` event (``segmask.generation.sampling.token_logprobs``).
     """
 
     input_ids: list[int]
@@ -74,7 +74,7 @@ class Batcher:
         max_batch_size: most requests prefilled and decoded together.
         batch_wait_s: how long the worker waits for more requests before starting a batch.
         max_queue: waiting requests beyond this are refused with ``QueueFull``.
-        prefix_cache: a ``segmask.prefix_cache.PrefixCache`` for this model: requests whose leading segments (e.g.
+        prefix_cache: a ``segmask.generation.prefix_cache.PrefixCache`` for this model: requests whose leading segments (e.g.
             a shared system prompt) are stored skip their prefill; cold requests store theirs. MAS only.
     """
 
@@ -202,7 +202,7 @@ class Batcher:
             segment_ids = torch.cat([as_rows(prefix.segment_ids), segment_ids], dim=1)
         positions = position_ids_from_attention_mask(attention_mask)
         kwargs = dict(attention_mask=attention_mask, position_ids=positions[:, p:], logits_to_keep=1)
-        if self.mas:  # the cheaper route for this prompt shape (segmask.prefill.choose_route)
+        if self.mas:  # the cheaper route for this prompt shape (segmask.hf.prefill.choose_route)
             out = mas_prefill(self.model, enc["input_ids"], segment_ids, past_key_values=cache, **kwargs)
         else:
             out = self.model(input_ids=enc["input_ids"], use_cache=True, **kwargs, **{cache_kwarg(self.model): cache})

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .masks import CAUSAL
+from .runs import CAUSAL
 
 IGNORE_INDEX = -100
 """Label of a token that carries no loss."""
@@ -143,6 +143,18 @@ def encode_spans(tokenizer: Any, spans: Sequence[tuple[str, bool]], **kwargs: An
         if not (isinstance(span, (tuple, list)) and len(span) == 2 and isinstance(span[0], str)):
             raise ValueError(f"span {i} must be a (text, bidirectional) pair, got {span!r}")
     return encode_pieces(tokenizer, [Piece(text, segment=bool(bi)) for text, bi in spans], **kwargs)
+
+
+def pad_token_id(tokenizer: Any = None, generation_config: Any = None) -> int:
+    """The id to pad with: the tokenizer's pad token, else its EOS token, else the generation config's pad token,
+    else its (first) EOS token. Raises ``ValueError`` when none is set."""
+    eos = getattr(generation_config, "eos_token_id", None)
+    eos = eos[0] if isinstance(eos, list) and eos else eos
+    for candidate in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None),
+                      getattr(generation_config, "pad_token_id", None), eos):
+        if candidate is not None:
+            return int(candidate)
+    raise ValueError("tokenizer has neither a pad token nor an eos token to pad with")
 
 
 def from_segment_ids(input_ids: Sequence[int], segment_ids: Sequence[int]) -> Example:

@@ -24,8 +24,8 @@ from typing import Any, Sequence
 
 import torch
 
-from .hf import _unwrap, layer_kinds
-from .masks import CAUSAL
+from ..core.masks import CAUSAL
+from ..hf.backend import layer_kinds, unwrap
 
 _TOKENIZER_DIGESTS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 
@@ -35,7 +35,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
     Cheap (a few values per tensor), so it is recomputed on every use and follows weight updates.
     """
-    inner = _unwrap(model)
+    inner = unwrap(model)
     h = hashlib.sha1(type(inner).__name__.encode())
     h.update(inner.config.to_json_string(use_diff=False).encode())
     with torch.no_grad():
@@ -108,7 +108,7 @@ class PrefixCache:
             raise ValueError(f"max_bytes must be positive, got {max_bytes}")
         if leading_segments < 1:
             raise ValueError(f"leading_segments must be at least 1, got {leading_segments}")
-        if "sliding_attention" in layer_kinds(_unwrap(model).config):
+        if "sliding_attention" in layer_kinds(unwrap(model).config):
             raise ValueError("prefix caching needs full-attention layers; this model has sliding-window layers")
         tok = tokenizer_fingerprint(tokenizer) if tokenizer is not None else ""
         self.fingerprint = hashlib.sha1((model_fingerprint(model) + tok).encode()).hexdigest()

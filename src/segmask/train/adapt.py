@@ -36,10 +36,10 @@ from typing import Any, Sequence
 
 import torch
 
+from ..core.recipe import BASE_MODEL
+from ..core.segments import IGNORE_INDEX, Example, collate
 from .lora import save_adapter, segmask_config
-from .models import BASE_MODEL
-from .segments import IGNORE_INDEX, Example, collate
-from .train import LoopConfig, run_trainer, start_model
+from .trainer import LoopConfig, run_trainer, start_model
 
 TEACHER_FILE = "teacher.pt"
 SELF_INSTRUCT_REQUEST = "Write one short question that a curious person might ask about {topic}. Reply with the " \
@@ -137,7 +137,7 @@ def teacher_answers(model: Any, tokenizer: Any, conversations: Sequence[list[dic
     Returns per conversation ``{"answer_ids": [N], "topk_ids": LongTensor [N, k], "topk_logp": HalfTensor [N, k]}``;
     the answer stops after the first end-of-turn token or at ``max_new_tokens``.
     """
-    from .chat import encode_chat
+    from ..core.chat import encode_chat
 
     model.eval()
     eos = eos_ids(model, tokenizer)
@@ -215,7 +215,7 @@ def build_teacher_cache(model: Any, tokenizer: Any, cfg: AdaptConfig) -> list[di
 
 def distill_example(tokenizer: Any, record: dict[str, Any], index: int = 0) -> Example:
     """Prompt (chat template, MAS segments) + the teacher's answer tokens (causal, labelled); meta keeps top-k."""
-    from .chat import chat_example
+    from ..core.chat import chat_example
 
     prompt = chat_example(tokenizer, record["messages"], True, index=index)
     answer = list(record["answer_ids"])
@@ -380,7 +380,8 @@ def adapt(cfg: AdaptConfig, *, model: Any = None, tokenizer: Any = None) -> dict
     """
     from transformers import set_seed
 
-    from .hf import check_backend, enable
+    from ..hf.backend import check_backend
+    from ..hf.enable import enable
     from .lora import add_lora
 
     out = Path(cfg.output_dir)

@@ -27,12 +27,10 @@ from typing import Any
 
 import torch
 
-BASE_MODEL = "smollm2-135m-instruct"
-MAS_MODEL = "smollm2-135m-mas"
-DEFAULT_MODEL = MAS_MODEL
+from ..core.recipe import BASE_MODEL, DEFAULT_MODEL, GEMMA3_MODEL, MAS_MODEL
+
 # MAS-ready embedded names: name -> (embedded base model, shipped adapter folder under adapters/)
 MAS_READY = {MAS_MODEL: (BASE_MODEL, "smollm2-135m-mas-chat")}
-GEMMA3_MODEL = "gemma3-270m"
 
 
 def _assemble_chunks(package: str) -> Path:
@@ -87,7 +85,7 @@ def embedded_gguf(name: str) -> tuple[Path, str]:
 def shipped_adapter(folder_name: str) -> Path:
     """The folder of a shipped adapter: under ``$SEGMASK_ADAPTERS`` or the repository's ``adapters/``."""
     roots = [Path(os.environ["SEGMASK_ADAPTERS"])] if os.environ.get("SEGMASK_ADAPTERS") else []
-    roots.append(Path(__file__).resolve().parents[2] / "adapters")
+    roots.append(Path(__file__).resolve().parents[3] / "adapters")
     for root in roots:
         if (root / folder_name / "adapter_config.json").exists():
             return root / folder_name
@@ -145,7 +143,7 @@ def merge_adapter(model: torch.nn.Module, folder: str | Path) -> torch.nn.Module
     return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
 
 
-def _init_adapter(adapter: str | Path) -> Path | None:
+def init_adapter_of(adapter: str | Path) -> Path | None:
     """The adapter that ``adapter`` was trained on top of (``recipe.init_adapter`` in its segmask.json), if any."""
     import json
 
@@ -200,7 +198,7 @@ def load_model(
     if name_or_path in MAS_READY:
         model = merge_adapter(model, shipped_adapter(MAS_READY[name_or_path][1]))
     if adapter is not None:
-        init = _init_adapter(adapter)
+        init = init_adapter_of(adapter)
         if init is not None:
             model = merge_adapter(model, init)
         from peft import PeftModel

@@ -72,11 +72,11 @@ def segmask_config(*, mask: str, prompt_form: str, base_model: str | None, **ext
     """The ``segmask.json`` content, validated."""
     if mask not in MASKS:
         raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
-    from .data import PROMPT_FORMS
+    from ..core.recipe import PROMPT_FORMS
 
     if prompt_form not in PROMPT_FORMS:
         raise ValueError(f"prompt_form must be one of {PROMPT_FORMS}, got {prompt_form!r}")
-    from . import __version__
+    from ..core.recipe import VERSION as __version__
 
     return {"mask": mask, "prompt_form": prompt_form, "base_model": base_model, "segmask_version": __version__,
             **extra}
@@ -135,7 +135,7 @@ def load_adapter_config(folder: str | Path) -> dict[str, Any]:
     config = json.loads(path.read_text())
     if config.get("mask") not in MASKS:
         raise ValueError(f"{path}: mask must be one of {MASKS}, got {config.get('mask')!r}")
-    from .data import PROMPT_FORMS
+    from ..core.recipe import PROMPT_FORMS
 
     if config.get("prompt_form") not in PROMPT_FORMS:
         raise ValueError(f"{path}: prompt_form must be one of {PROMPT_FORMS}, got {config.get('prompt_form')!r}")
@@ -154,8 +154,8 @@ def load_adapter(
 
     ``base_model`` defaults to the one recorded in ``segmask.json`` (else the PEFT config's base model path).
     """
-    from .hf import enable
-    from .models import load_model
+    from ..hf.enable import enable
+    from ..hf.models import load_model
 
     cfg = load_adapter_config(folder)
     base = base_model or cfg.get("base_model") or _peft_base(folder)

@@ -1,7 +1,7 @@
 """OpenAI-compatible HTTP server with MAS prefill: ``/v1/chat/completions`` (streaming and not), ``/v1/models``,
 ``/health``.
 
-System, developer, user and tool messages are prefilled as bidirectional segments (``segmask.chat.encode_chat``);
+System, developer, user and tool messages are prefilled as bidirectional segments (``segmask.core.chat.encode_chat``);
 the generation header and the answer are causal. Requests go through one ``Batcher`` queue, so concurrent clients
 are batched together. Limits (body bytes and read time, messages, prompt tokens, ``max_tokens``, waiting requests)
 answer with OpenAI-style 4xx JSON errors: ``{"error": {"message", "type", "param", "code"}}``; a client's mistake
@@ -24,11 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.chat import chat_example
+from ..core.segments import Example
 from .batcher import Batcher, QueueFull
-from .chat import chat_example
-from .openai_response import Job, TokenText
-from .openai_schema import ApiError, ChatParams, parse_request, show
-from .segments import Example
+from .response import Job, TokenText
+from .schema import ApiError, ChatParams, parse_request, show
 
 
 @dataclass
@@ -82,12 +82,12 @@ def create_app(model: Any, tokenizer: Any, config: ServeConfig):
     from starlette.exceptions import HTTPException
 
     if config.mas:
-        from .hf import enable
+        from ..hf.enable import enable
 
         enable(model)
     prefix_cache = None
     if config.mas and config.prefix_cache_bytes > 0:
-        from .prefix_cache import PrefixCache
+        from ..generation.prefix_cache import PrefixCache
 
         try:
             prefix_cache = PrefixCache(model, tokenizer, max_bytes=config.prefix_cache_bytes)

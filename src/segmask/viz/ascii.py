@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .masks import CAUSAL
+from ..core.masks import CAUSAL
 
 
 def ascii_mask(mask: torch.Tensor, segment_ids: torch.Tensor | None = None, max_size: int = 64) -> str:

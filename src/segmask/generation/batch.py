@@ -22,9 +22,9 @@ from typing import Any, Mapping
 
 import torch
 
-from .hf import _unwrap, is_enabled
-from .masks import CAUSAL
-from .prefill import expand_size
+from ..core.masks import CAUSAL
+from ..hf.backend import is_enabled, unwrap
+from ..hf.generate import expand_size
 from .prefix_cache import PrefixCache, PrefixEntry
 
 
@@ -56,7 +56,7 @@ def check_prompts(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     if input_ids.ndim != 2 or input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
         raise ValueError(f"empty prompt: input_ids has shape {tuple(input_ids.shape)}")
     lengths = attention_mask.sum(-1).tolist()
-    limit = getattr(_unwrap(model).config, "max_position_embeddings", None)
+    limit = getattr(unwrap(model).config, "max_position_embeddings", None)
     for b, n in enumerate(lengths):
         if n == 0:
             raise ValueError(f"sample {b}: empty prompt (no real tokens)")
@@ -105,7 +105,7 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
     if entries[0] is not None and all(e is entries[0] for e in entries):
         return _generate_warm(model, rows, entries[0], _pad_id(model, gen_kwargs), gen_kwargs)
     out = _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[0] * len(rows))
-    expand = expand_size(_unwrap(model).generation_config, gen_kwargs)
+    expand = expand_size(unwrap(model).generation_config, gen_kwargs)
     _store_prefixes(prefix_cache, rows, attention_mask, out.past_key_values, expand)
     return out
 
@@ -113,7 +113,7 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
 def _prefill_shared_prefix(model, cache: PrefixCache, rows, device) -> PrefixEntry | None:
     """When every prompt of a batch starts with the same cacheable prefix (e.g. one system prompt), prefill it once,
     store it, and return its entry; else None (the batch is prefilled cold)."""
-    from .prefill import mas_prefill
+    from ..hf.prefill import mas_prefill
 
     p = cache.prefix_length(rows[0][1])
     if p is None or any((ids[:p], segs[:p]) != (rows[0][0][:p], rows[0][1][:p]) for ids, segs in rows):
@@ -145,7 +145,7 @@ def _unpad(input_ids, attention_mask, segment_ids) -> list[tuple[list[int], list
 
 
 def _pad_id(model, gen_kwargs) -> int:
-    config = _unwrap(model).generation_config
+    config = unwrap(model).generation_config
     pad = gen_kwargs.get("pad_token_id", config.pad_token_id)
     if pad is None:
         eos = config.eos_token_id
@@ -166,10 +166,10 @@ def _generate_warm(model, rows, entry: PrefixEntry, pad_id: int, gen_kwargs) -> 
         attention_mask.append([1] * p + [0] * fill + [1] * (len(ids) - p))
         segment_ids.append(list(entry.segment_ids) + [CAUSAL] * fill + segs[p:])
     device = entry.layers[0][0].device
-    rows_in_cache = len(rows) * expand_size(_unwrap(model).generation_config, gen_kwargs)
+    rows_in_cache = len(rows) * expand_size(unwrap(model).generation_config, gen_kwargs)
     kv = [(k.expand(rows_in_cache, -1, -1, -1).contiguous(), v.expand(rows_in_cache, -1, -1, -1).contiguous())
           for k, v in entry.layers]
-    cache = DynamicCache(ddp_cache_data=kv, config=_unwrap(model).config)
+    cache = DynamicCache(ddp_cache_data=kv, config=unwrap(model).config)
     gen_kwargs = {k: v for k, v in gen_kwargs.items() if k != "cache_implementation"}
     input_ids, attention_mask, segment_ids = (torch.tensor(x, dtype=torch.long, device=device)
                                               for x in (input_ids, attention_mask, segment_ids))

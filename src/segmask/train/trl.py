@@ -1,7 +1,7 @@
 """MAS fine-tuning with TRL's ``SFTTrainer`` (``pip install segmask[trl]``), padded, padding-free or packed.
 
     >>> from trl import SFTConfig
-    >>> from segmask.trl import MASSFTTrainer, mas_dataset
+    >>> from segmask.train.trl import MASSFTTrainer, mas_dataset
     >>> train = mas_dataset(tokenizer, rows)     # rows of {"messages": [...]}: input_ids, labels, segment_ids
     >>> args = SFTConfig(output_dir="out", padding_free=True, max_length=None)     # or padded, or packing=True
     >>> trainer = MASSFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
@@ -33,11 +33,11 @@ import torch
 from trl import SFTTrainer
 from trl.data_utils import get_dataset_column_names, pack_dataset
 
+from ..core.masks import CAUSAL
+from ..core.packing import unique_segment_ids
+from ..core.recipe import MASKS
+from ..hf.enable import enable
 from .data import encode_record
-from .hf import enable
-from .lora import MASKS
-from .masks import CAUSAL
-from .packing import unique_segment_ids
 
 COLUMNS = ("input_ids", "labels", "segment_ids")
 
@@ -76,7 +76,8 @@ class SegmentIdsCollator:
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         for i, ex in enumerate(examples):
             if "segment_ids" not in ex:
-                raise ValueError(f"sample {i} has no segment_ids (build the dataset with segmask.trl.mas_dataset)")
+                raise ValueError(f"sample {i} has no segment_ids (build the dataset with "
+                                 "segmask.train.trl.mas_dataset)")
         batch = self.base([{k: v for k, v in ex.items() if k != "segment_ids"} for ex in examples])
         if not self.with_segments:
             return batch
@@ -116,7 +117,7 @@ class MASSFTTrainer(SFTTrainer):
     def _prepare_dataset(self, dataset, processing_class, args, packing, formatting_func, dataset_name):
         if "segment_ids" not in get_dataset_column_names(dataset):
             raise ValueError(f"the {dataset_name} dataset has no segment_ids column: build it with "
-                             "segmask.trl.mas_dataset(tokenizer, rows)")
+                             "segmask.train.trl.mas_dataset(tokenizer, rows)")
         if args.max_length is not None:
             for i, ids in enumerate(dataset["input_ids"]):
                 if len(ids) > args.max_length:

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .masks import CAUSAL, segment_mask
+from ..core.masks import CAUSAL, segment_mask
 
 
 def select_layers(spec: str | Sequence[int] | None, n_layers: int) -> list[int]:

@@ -4,9 +4,10 @@ lm-eval has no plugin discovery for model types, so the ``segmask`` type is regi
 imported (never by ``import segmask``). Either run the harness through this module, which registers and then hands
 its arguments to lm-eval's own command line:
 
-    python -m segmask.lmeval run --model segmask --model_args pretrained=smollm2-135m-instruct,mask=mas --tasks boolq
+    python -m segmask.eval.lmeval run --model segmask \
+        --model_args pretrained=smollm2-135m-instruct,mask=mas --tasks boolq
 
-or import it before calling lm-eval from Python: ``import segmask.lmeval; lm_eval.simple_evaluate(model="segmask",
+or import it before calling lm-eval from Python: ``import segmask.eval.lmeval; lm_eval.simple_evaluate(model="segmask",
 ...)``. Install with ``pip install 'segmask[lmeval]'``.
 
 Model arguments (``--model_args``):
@@ -38,8 +39,8 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from .masks import CAUSAL
-from .segments import Example, Piece, collate, encode_pieces
+from ..core.masks import CAUSAL
+from ..core.segments import Example, Piece, collate, encode_pieces
 
 SEGMENTS = ("context", "split", "question")
 
@@ -55,14 +56,14 @@ class SegmaskLM(LM):
                  **unused: Any):
         super().__init__()
         if unused:
-            raise ValueError(f"unknown segmask model_args {sorted(unused)}; see `pydoc segmask.lmeval`")
-        from .hf import enable
-        from .models import load_model
+            raise ValueError(f"unknown segmask model_args {sorted(unused)}; see `pydoc segmask.eval.lmeval`")
+        from ..hf.enable import enable
+        from ..hf.models import load_model
 
         if mask is None:
             mask = "mas"
             if adapter:
-                from .lora import load_adapter_config
+                from ..core.recipe import load_adapter_config
 
                 mask = load_adapter_config(adapter).get("mask", "mas")
         if mask not in ("mas", "causal"):
@@ -98,7 +99,7 @@ class SegmaskLM(LM):
 
     def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
         """Render ``chat_history`` and remember its segments, so the context string maps back to them."""
-        from .chat import chat_pieces
+        from ..core.chat import chat_pieces
 
         kwargs = {} if add_generation_prompt else {"continue_final_message": True}
         text = self.tokenizer.apply_chat_template(chat_history, tokenize=False,
@@ -176,7 +177,7 @@ class SegmaskLM(LM):
     def _score_shared(self, rows: list[tuple[Example, list[int]]]) -> list[tuple[float, bool]]:
         """Score rows grouped by context: one prefill per distinct context, its continuations from the KV cache.
         Rows longer than ``max_length`` take ``_score`` (one forward each, truncated from the left)."""
-        from .eval.scoring import continuation_scores
+        from .scoring import continuation_scores
 
         groups: dict[tuple, list[int]] = {}
         long = []
@@ -279,7 +280,7 @@ def _trim_pieces(pieces: list[Piece], n_chars: int) -> list[Piece]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m segmask.lmeval ...``: lm-eval's own command line with the ``segmask`` model type registered."""
+    """``python -m segmask.eval.lmeval ...``: lm-eval's own command line with the ``segmask`` model type registered."""
     import sys
 
     from lm_eval.__main__ import cli_evaluate

@@ -13,7 +13,7 @@ measured by ``benchmarks/bench_prefill.py`` (see docs/PERFORMANCE.md); ``mas_pre
     >>> out.logits[:, -1], out.past_key_values     # next-token logits and the cache to decode from
 
 Shapes: B batch, T prompt tokens of this call, P tokens already in the cache. ``segment_ids`` [B, >= P + T] is
-aligned with absolute positions as in ``segmask.hf`` (-1 = causal; positions past its end are causal).
+aligned with absolute positions as in ``segmask.hf.hook`` (-1 = causal; positions past its end are causal).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from .hf import _check_prefill_boundaries, _decoder, _past_length, _unwrap, cache_kwarg, is_enabled, layer_kinds
-from .masks import as_segment_ids, pad_segment_ids, segment_mask_rows, validate_segment_ids
-from .segments import position_ids_from_attention_mask
+from ..core.masks import as_segment_ids, pad_segment_ids, segment_mask_rows, validate_segment_ids
+from ..core.runs import check_whole_segments, segment_continues
+from .backend import cache_kwarg, decoder, is_enabled, layer_kinds, past_length, unwrap
 
 ROUTES = ("dense", "segment")
 
@@ -41,20 +41,20 @@ def choose_route(config: Any, segment_ids: torch.Tensor, end: int, start: int = 
     but pays ``CALL_COST_TOKENS`` per extra call; a pair costs (attention FLOPs per pair) / (projection FLOPs per
     token) tokens. flex_attention skips fully masked blocks within one call, so it always takes ``"dense"``.
     """
-    return _cheaper_route(config, chunk_bounds(segment_ids, start, end))
+    return cheaper_route(config, chunk_bounds(segment_ids, start, end))
 
 
-def _cheaper_route(config: Any, bounds: list[int]) -> str:
+def cheaper_route(config: Any, bounds: list[int]) -> str:
     """``choose_route``'s cost model for the cut points ``bounds`` of ``chunk_bounds``."""
     call_cost = CALL_COST_TOKENS.get(config._attn_implementation or "eager")
     if call_cost is None or len(bounds) <= 2:
         return "dense"
     start, end = bounds[0], bounds[-1]
     saved = (end - start) * end - sum((b - a) * b for a, b in zip(bounds, bounds[1:]))
-    return "segment" if saved * _pair_cost_tokens(config) > (len(bounds) - 2) * call_cost else "dense"
+    return "segment" if saved * pair_cost_tokens(config) > (len(bounds) - 2) * call_cost else "dense"
 
 
-def _pair_cost_tokens(config: Any) -> float:
+def pair_cost_tokens(config: Any) -> float:
     """Attention FLOPs of one query-key pair / projection + MLP FLOPs of one token (same in every layer)."""
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
@@ -76,9 +76,8 @@ def chunk_bounds(segment_ids: torch.Tensor, start: int, end: int) -> list[int]:
     ids = pad_segment_ids(segment_ids, end)[:, start:end]
     if ids.shape[1] <= 1:
         return [start, end]
-    prev, cur = ids[:, :-1], ids[:, 1:]
-    change = (cur != prev).any(0)
-    split = ((cur >= 0) & (cur == prev)).any(0)
+    change = (ids[:, 1:] != ids[:, :-1]).any(0)
+    split = segment_continues(ids)[:, 1:].any(0)
     cuts = (change & ~split).nonzero().flatten() + start + 1
     return [start, *cuts.tolist(), end]
 
@@ -133,19 +132,19 @@ def segment_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids
 
     if not is_enabled(model):
         raise ValueError("segment_prefill needs segmask.enable(model) first")
-    config = _unwrap(model).config
+    config = unwrap(model).config
     if past_key_values is None:
         past_key_values = DynamicCache(config=config)
-    past = _past_length(past_key_values)
+    past = past_length(past_key_values)
     total = past + input_ids.shape[1]
     segment_ids = pad_segment_ids(as_segment_ids(segment_ids).to(input_ids.device), total)
     if attention_mask is not None and attention_mask.shape[1] != total:
         raise ValueError(f"attention_mask covers {attention_mask.shape[1]} positions, expected {total} "
                          f"({past} cached + {input_ids.shape[1]} new)")
     validate_segment_ids(segment_ids[:, :total], attention_mask)
-    _check_prefill_boundaries(segment_ids[:, :total], past, total)  # no segment may continue from the cache
+    check_whole_segments(segment_ids[:, :total], past, total)  # no segment may continue from the cache
     bounds = chunk_bounds(segment_ids, past, total)
-    decoder = _decoder(model)
+    forward_decoder = decoder(model)
     out = None
     for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
         last = i == len(bounds) - 2
@@ -162,7 +161,7 @@ def segment_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids
         if last and logits_to_keep is not None:
             out = model(**kwargs, logits_to_keep=logits_to_keep)
         else:
-            decoder(**kwargs)
+            forward_decoder(**kwargs)
     return out
 
 
@@ -175,9 +174,9 @@ def mas_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids: to
     Both routes return the model output of the call that processed the last prompt token, with the filled cache.
     """
     if route == "auto":
-        past = _past_length(past_key_values)
+        past = past_length(past_key_values)
         ids = pad_segment_ids(as_segment_ids(segment_ids), past + input_ids.shape[1])
-        route = choose_route(_unwrap(model).config, ids, past + input_ids.shape[1], start=past)
+        route = choose_route(unwrap(model).config, ids, past + input_ids.shape[1], start=past)
     if route == "segment":
         return segment_prefill(model, input_ids, segment_ids, attention_mask=attention_mask,
                                past_key_values=past_key_values, position_ids=position_ids,
@@ -189,79 +188,12 @@ def mas_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids: to
     from transformers import DynamicCache
 
     if past_key_values is None:
-        past_key_values = DynamicCache(config=_unwrap(model).config)
-    total = _past_length(past_key_values) + input_ids.shape[1]
+        past_key_values = DynamicCache(config=unwrap(model).config)
+    total = past_length(past_key_values) + input_ids.shape[1]
     segment_ids = pad_segment_ids(as_segment_ids(segment_ids).to(input_ids.device), total)[:, :total]
     return model(input_ids=input_ids, attention_mask=attention_mask, segment_ids=segment_ids, position_ids=position_ids,
                  use_cache=True, logits_to_keep=logits_to_keep, **{cache_kwarg(model): past_key_values})
 
 
-def expand_size(generation_config: Any, gen_kwargs: dict) -> int:
-    """Rows per prompt inside ``generate``: beams for beam search, else returned sequences."""
-    config = gen_kwargs.get("generation_config") or generation_config
-    beams = int(gen_kwargs.get("num_beams") or config.num_beams or 1)
-    return beams if beams > 1 else int(gen_kwargs.get("num_return_sequences") or config.num_return_sequences or 1)
-
-
-def generate_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids: torch.Tensor,
-                     attention_mask: torch.Tensor | None, *, gen_kwargs: dict, route: str = "auto") -> Any:
-    """The segment route for ``generate``: prefill every chunk but the last into a DynamicCache, or return None.
-
-    ``generate`` given this cache and the whole prompt prefills only the last chunk (through the hook, over the
-    cache) and samples the first new token from its logits, so a trailing bidirectional segment stays whole. The
-    cache rows are repeated for beams / returned sequences as ``generate`` expands its inputs. ``route``:
-    ``"auto"`` follows ``choose_route``; ``"dense"`` returns None (one masked forward inside ``generate``);
-    ``"segment"`` chunks whenever the prompt has more than one chunk.
-
-    Returns None (``generate`` prefills densely) for routes that do not chunk and where ``generate`` would not use a
-    DynamicCache (another ``cache_implementation``, ``use_cache=False``, ``prefill_chunk_size``, assisted decoding,
-    ``inputs_embeds``, pad tokens in ``input_ids`` without an ``attention_mask``), or for models with
-    sliding-window layers; an explicit ``"segment"`` there raises.
-    """
-    from transformers import DynamicCache
-
-    if route not in ("auto", *ROUTES):
-        raise ValueError(f"unknown prefill_route {route!r}; expected 'auto' or one of {ROUTES}")
-    if route == "dense" or input_ids is None or input_ids.ndim != 2:
-        return None
-    lm = _unwrap(model)
-    config = gen_kwargs.get("generation_config") or lm.generation_config
-    blockers = {
-        "cache_implementation": gen_kwargs.get("cache_implementation") or config.cache_implementation,
-        "use_cache=False": gen_kwargs.get("use_cache", config.use_cache) is False,
-        "prefill_chunk_size": gen_kwargs.get("prefill_chunk_size") or getattr(config, "prefill_chunk_size", None),
-        "assistant_model": gen_kwargs.get("assistant_model") or getattr(config, "prompt_lookup_num_tokens", None),
-        "inputs_embeds": gen_kwargs.get("inputs_embeds") is not None,
-        "sliding-window layers": set(layer_kinds(lm.config)) != {"full_attention"},
-    }
-    pad = gen_kwargs.get("pad_token_id", config.pad_token_id)
-    if attention_mask is None and pad is not None and bool((input_ids == pad).any()):
-        blockers["pad tokens without an attention_mask"] = True  # generate infers the mask; follow its one call
-    blocked = [name for name, value in blockers.items() if value]
-    if blocked:
-        if route == "segment":
-            raise ValueError(f"prefill_route='segment' in generate needs a DynamicCache and full-attention layers; "
-                             f"not with {', '.join(blocked)}")
-        return None
-    total = input_ids.shape[1]
-    ids = pad_segment_ids(as_segment_ids(segment_ids).to(input_ids.device), total)
-    bounds = chunk_bounds(ids, 0, total)
-    if len(bounds) <= 2 or (route == "auto" and _cheaper_route(lm.config, bounds) != "segment"):
-        return None
-    cut = bounds[-2]
-    position_ids = None
-    if attention_mask is not None:  # as generate computes them for left padding
-        position_ids = position_ids_from_attention_mask(attention_mask)[:, :cut]
-        attention_mask = attention_mask[:, :cut]
-    cache = DynamicCache(config=lm.config)
-    with torch.no_grad():
-        segment_prefill(lm, input_ids[:, :cut], ids[:, :cut], attention_mask=attention_mask, past_key_values=cache,
-                        position_ids=position_ids, logits_to_keep=None)
-    expand = expand_size(lm.generation_config, gen_kwargs)
-    if expand > 1:
-        cache.batch_repeat_interleave(expand)
-    return cache
-
-
-__all__ = ["CALL_COST_TOKENS", "ROUTES", "choose_route", "chunk_bounds", "chunk_mask", "expand_size",
-           "generate_prefill", "mas_prefill", "segment_prefill"]
+__all__ = ["CALL_COST_TOKENS", "ROUTES", "choose_route", "chunk_bounds", "chunk_mask", "mas_prefill",
+           "pair_cost_tokens", "segment_prefill"]

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from .chat import encode_chat
-from .hf import _unwrap, is_enabled
-from .masks import CAUSAL
+from ..core.chat import encode_chat
+from ..core.masks import CAUSAL
+from ..hf.backend import is_enabled, unwrap
 from .prefix_cache import PrefixCache
 
 
@@ -108,13 +108,13 @@ class Conversation:
     def _generate(self, batch: dict[str, torch.Tensor], streamer: Any, gen_kwargs: dict) -> list[int]:
         from transformers import DynamicCache
 
-        device = _unwrap(self.model).device
+        device = unwrap(self.model).device
         ids, segs = batch["input_ids"][0].tolist(), batch["segment_ids"][0].tolist()
         prompt = list(zip(ids, segs))
         self._start_from_prefix_cache(ids, segs)
         keep = reusable_length(self.cached, prompt)
         if self.cache is None:
-            self.cache = DynamicCache(config=_unwrap(self.model).config)
+            self.cache = DynamicCache(config=unwrap(self.model).config)
         if len(self.cached) > keep:
             self.cache.crop(keep - len(self.cached))
         self.last_prefill = len(prompt) - keep  # prompt tokens this turn prefills
@@ -150,5 +150,5 @@ class Conversation:
         entry = self.prefix_cache.lookup(ids, segs)
         if entry is not None:
             kv = [(k.clone(), v.clone()) for k, v in entry.layers]
-            self.cache = DynamicCache(ddp_cache_data=kv, config=_unwrap(self.model).config)
+            self.cache = DynamicCache(ddp_cache_data=kv, config=unwrap(self.model).config)
             self.cached = list(zip(entry.token_ids, entry.segment_ids))

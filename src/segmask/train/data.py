@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .chat import chat_example
-from .masks import CAUSAL
-from .questions import ANSWER_FORMS, OPTION_ORDERS, rewrite_record
-from .segments import IGNORE_INDEX, Batch, Example, collate
-from .templates import encode_commonsense
+from ..core.chat import chat_example
+from ..core.masks import CAUSAL
+from ..core.questions import ANSWER_FORMS, OPTION_ORDERS, rewrite_record
+from ..core.segments import IGNORE_INDEX, Batch, Example, collate
+from ..core.templates import encode_commonsense
 
 PROMPT_FORMS = ("commonsense", "chat")
 

@@ -1,0 +1,81 @@
+"""The recipe vocabulary in one place: masks, prompt forms, the default model names, and what an adapter folder says
+about the mask and prompt form it was trained with.
+
+    >>> resolve_adapter("runs/mas/adapter")                     # its segmask.json: {"mask": "mas", ...}
+    Recipe(mask='mas', prompt_form='commonsense', base_model='smollm2-135m-instruct', training={...})
+    >>> resolve_adapter(None, mask="causal").mask               # no adapter: the given values, else the defaults
+    'causal'
+
+An adapter folder written by ``segmask.train.lora.save_adapter`` holds ``segmask.json`` next to the PEFT files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VERSION = "0.1.0"
+"""segmask's version (``segmask.__version__``), recorded in every ``segmask.json``."""
+MASKS = ("mas", "causal")
+"""Prefill masks a model is trained and served with."""
+PROMPT_FORMS = ("commonsense", "chat")
+"""How an LLM-Adapters record becomes a prompt: the paper's template or the model's chat template."""
+BASE_MODEL = "smollm2-135m-instruct"
+"""The embedded SmolLM2-135M-Instruct as published (causally trained)."""
+MAS_MODEL = "smollm2-135m-mas"
+"""The same model with the shipped MAS chat adapter merged in."""
+DEFAULT_MODEL = MAS_MODEL
+"""What commands load by default (MAS prefill); ``BASE_MODEL`` with causal prefill and as the base for training."""
+GEMMA3_MODEL = "gemma3-270m"
+"""The embedded Gemma-3-270M base model (``make gemma``)."""
+CONFIG_NAME = "segmask.json"
+"""The file in an adapter folder that records its mask, prompt form, base model and training recipe."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to load and prompt a model: its mask, prompt form, base model (None: the caller's default) and the
+    adapter's training settings (``recipe`` in its segmask.json; empty without an adapter)."""
+
+    mask: str
+    prompt_form: str
+    base_model: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+def check_choice(name: str, value: Any, allowed: tuple[str, ...], where: str = "") -> None:
+    """Raise ``ValueError`` (prefixed by ``where``) unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(f"{where}{name} must be one of {allowed}, got {value!r}")
+
+
+def load_adapter_config(folder: str | Path) -> dict[str, Any]:
+    """Read ``folder/segmask.json``: ``{"mask", "prompt_form", "base_model", ...}``.
+
+    An adapter without the file (a plain PEFT adapter) gives ``{}``: the caller keeps its own defaults.
+    Raises ``ValueError`` when the folder does not exist or the file names an unknown mask or prompt form.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"adapter folder {folder} does not exist")
+    path = folder / CONFIG_NAME
+    if not path.exists():
+        return {}
+    config = json.loads(path.read_text())
+    check_choice("mask", config.get("mask"), MASKS, f"{path}: ")
+    check_choice("prompt_form", config.get("prompt_form"), PROMPT_FORMS, f"{path}: ")
+    return config
+
+
+def resolve_adapter(folder: str | Path | None, mask: str | None = None, prompt_form: str | None = None) -> Recipe:
+    """The mask and prompt form to use with the adapter in ``folder`` (None: no adapter).
+
+    ``mask`` and ``prompt_form`` win when given; else the adapter's ``segmask.json`` decides; else ``"mas"`` and
+    ``"commonsense"``. ``base_model`` is the adapter's recorded base model (None without one).
+    """
+    config = load_adapter_config(folder) if folder else {}
+    return Recipe(mask=mask or config.get("mask") or "mas",
+                  prompt_form=prompt_form or config.get("prompt_form") or "commonsense",
+                  base_model=config.get("base_model"), training=dict(config.get("recipe") or {}))

@@ -1,0 +1,141 @@
+"""The ``generate`` integration: what ``segmask.enable`` changes in a model's ``generate`` for MAS prompts.
+
+``install(lm)`` sets three instance attributes on the transformers model (undone by ``uninstall``):
+
+- ``generate``: takes the extra keyword ``prefill_route`` (see ``mas_generate``) and, for calls with ``segment_ids``,
+  may prefill all but the last chunk of the prompt segment by segment first (``generate_prefill``).
+- ``create_masks_for_generate``: while a ``generate`` call carries ``segment_ids``, keeps the 2-D padding mask, so
+  the decoder hook builds the MAS mask for prefill even with a compilable cache (StaticCache), and the model its own
+  causal mask after.
+- ``_validate_model_kwargs``: accepts ``segment_ids``, which travels through ``**kwargs`` to the decoder hook.
+
+During such a call the flag ``GENERATING`` is kept in the model's ``__dict__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..core.masks import as_segment_ids, pad_segment_ids
+from ..core.segments import position_ids_from_attention_mask
+from .backend import layer_kinds, unwrap
+from .prefill import ROUTES, cheaper_route, chunk_bounds, segment_prefill
+
+GENERATING = "_segmask_generating"
+OVERRIDES = ("_validate_model_kwargs", "generate", "create_masks_for_generate", GENERATING)
+"""The instance attributes ``install`` sets on the model (``uninstall`` removes them)."""
+
+
+def install(lm: torch.nn.Module) -> None:
+    """Override ``generate``, ``create_masks_for_generate`` and ``_validate_model_kwargs`` of this one transformers
+    model (see the module docstring); models without ``_validate_model_kwargs`` are left alone."""
+    if not hasattr(lm, "_validate_model_kwargs"):
+        return
+    stock_validate, stock_generate = lm._validate_model_kwargs, lm.generate
+    stock_masks = getattr(lm, "create_masks_for_generate", None)
+    if stock_masks is None:
+        from transformers.masking_utils import create_masks_for_generate as stock_masks
+
+    def mas_generate(*args: Any, prefill_route: str = "auto", **kwargs: Any) -> Any:
+        """The model's own ``generate``, plus ``prefill_route``: for calls with ``segment_ids``, ``"auto"`` prefills
+        segment by segment where ``segmask.hf.prefill.choose_route`` finds it cheaper (long prompts), ``"dense"``
+        always runs one masked forward, ``"segment"`` always chunks (see ``generate_prefill``)."""
+        segment_ids = kwargs.get("segment_ids")
+        if segment_ids is not None and kwargs.get("past_key_values") is None:
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            cache = generate_prefill(lm, input_ids, segment_ids, kwargs.get("attention_mask"), gen_kwargs=kwargs,
+                                     route=prefill_route)
+            if cache is not None:
+                kwargs["past_key_values"] = cache
+        previous = lm.__dict__.get(GENERATING, False)
+        lm.__dict__[GENERATING] = segment_ids is not None
+        try:
+            return stock_generate(*args, **kwargs)
+        finally:
+            lm.__dict__[GENERATING] = previous
+
+    def create_masks_for_generate(*args: Any, **kwargs: Any) -> Any:
+        mask = kwargs.get("attention_mask")
+        if lm.__dict__.get(GENERATING) and (mask is None or mask.ndim == 2):
+            return mask
+        return stock_masks(*args, **kwargs)
+
+    lm._validate_model_kwargs = lambda model_kwargs: stock_validate(
+        {k: v for k, v in model_kwargs.items() if k != "segment_ids"})
+    lm.generate = mas_generate
+    lm.create_masks_for_generate = create_masks_for_generate
+
+
+def uninstall(lm: torch.nn.Module) -> None:
+    """Remove what ``install`` set: the model's class methods apply again."""
+    for name in OVERRIDES:
+        lm.__dict__.pop(name, None)
+
+
+def expand_size(generation_config: Any, gen_kwargs: dict) -> int:
+    """Rows per prompt inside ``generate``: beams for beam search, else returned sequences."""
+    config = gen_kwargs.get("generation_config") or generation_config
+    beams = int(gen_kwargs.get("num_beams") or config.num_beams or 1)
+    return beams if beams > 1 else int(gen_kwargs.get("num_return_sequences") or config.num_return_sequences or 1)
+
+
+def generate_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids: torch.Tensor,
+                     attention_mask: torch.Tensor | None, *, gen_kwargs: dict, route: str = "auto") -> Any:
+    """The segment route for ``generate``: prefill every chunk but the last into a DynamicCache, or return None.
+
+    ``generate`` given this cache and the whole prompt prefills only the last chunk (through the hook, over the
+    cache) and samples the first new token from its logits, so a trailing bidirectional segment stays whole. The
+    cache rows are repeated for beams / returned sequences as ``generate`` expands its inputs. ``route``:
+    ``"auto"`` follows ``choose_route``; ``"dense"`` returns None (one masked forward inside ``generate``);
+    ``"segment"`` chunks whenever the prompt has more than one chunk.
+
+    Returns None (``generate`` prefills densely) for routes that do not chunk and where ``generate`` would not use a
+    DynamicCache (another ``cache_implementation``, ``use_cache=False``, ``prefill_chunk_size``, assisted decoding,
+    ``inputs_embeds``, pad tokens in ``input_ids`` without an ``attention_mask``), or for models with
+    sliding-window layers; an explicit ``"segment"`` there raises.
+    """
+    from transformers import DynamicCache
+
+    if route not in ("auto", *ROUTES):
+        raise ValueError(f"unknown prefill_route {route!r}; expected 'auto' or one of {ROUTES}")
+    if route == "dense" or input_ids is None or input_ids.ndim != 2:
+        return None
+    lm = unwrap(model)
+    config = gen_kwargs.get("generation_config") or lm.generation_config
+    blockers = {
+        "cache_implementation": gen_kwargs.get("cache_implementation") or config.cache_implementation,
+        "use_cache=False": gen_kwargs.get("use_cache", config.use_cache) is False,
+        "prefill_chunk_size": gen_kwargs.get("prefill_chunk_size") or getattr(config, "prefill_chunk_size", None),
+        "assistant_model": gen_kwargs.get("assistant_model") or getattr(config, "prompt_lookup_num_tokens", None),
+        "inputs_embeds": gen_kwargs.get("inputs_embeds") is not None,
+        "sliding-window layers": set(layer_kinds(lm.config)) != {"full_attention"},
+    }
+    pad = gen_kwargs.get("pad_token_id", config.pad_token_id)
+    if attention_mask is None and pad is not None and bool((input_ids == pad).any()):
+        blockers["pad tokens without an attention_mask"] = True  # generate infers the mask; follow its one call
+    blocked = [name for name, value in blockers.items() if value]
+    if blocked:
+        if route == "segment":
+            raise ValueError(f"prefill_route='segment' in generate needs a DynamicCache and full-attention layers; "
+                             f"not with {', '.join(blocked)}")
+        return None
+    total = input_ids.shape[1]
+    ids = pad_segment_ids(as_segment_ids(segment_ids).to(input_ids.device), total)
+    bounds = chunk_bounds(ids, 0, total)
+    if len(bounds) <= 2 or (route == "auto" and cheaper_route(lm.config, bounds) != "segment"):
+        return None
+    cut = bounds[-2]
+    position_ids = None
+    if attention_mask is not None:  # as generate computes them for left padding
+        position_ids = position_ids_from_attention_mask(attention_mask)[:, :cut]
+        attention_mask = attention_mask[:, :cut]
+    cache = DynamicCache(config=lm.config)
+    with torch.no_grad():
+        segment_prefill(lm, input_ids[:, :cut], ids[:, :cut], attention_mask=attention_mask, past_key_values=cache,
+                        position_ids=position_ids, logits_to_keep=None)
+    expand = expand_size(lm.generation_config, gen_kwargs)
+    if expand > 1:
+        cache.batch_repeat_interleave(expand)
+    return cache

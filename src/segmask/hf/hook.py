@@ -1,0 +1,93 @@
+"""The forward pre-hook ``segmask.enable`` registers on a model's decoder: ``segment_ids`` in, MAS masks out.
+
+``segment_ids`` [B, L] follows ``attention_mask``: entry j is the segment of absolute position j (tokens already in
+the KV cache first). Positions at or after L are causal, so during ``generate`` the prompt's ids keep working for
+every decode step, and a forward whose query tokens are all causal runs the vanilla code path exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.masks import (as_segment_ids, pad_segment_ids, renumber_segments, validate_documents,
+                          validate_segment_ids)
+from ..core.runs import CAUSAL, check_whole_segments
+from .attention import build_mas_masks, packed_documents
+from .backend import past_length
+
+
+def make_hook(param_names: list[str]):
+    """The pre-hook for a decoder whose forward takes ``param_names`` positionally: it pops ``segment_ids`` from the
+    call and, when given, replaces ``attention_mask`` by the MAS masks (``apply_mas``)."""
+
+    def segmask_pre_forward(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        segment_ids = kwargs.pop("segment_ids", None)
+        if segment_ids is None:
+            return args, kwargs
+        kwargs.update(zip(param_names, args))
+        apply_mas(module, segment_ids, kwargs)
+        return (), kwargs
+
+    return segmask_pre_forward
+
+
+def apply_mas(module: torch.nn.Module, segment_ids: torch.Tensor, kwargs: dict) -> None:
+    """Replace ``kwargs["attention_mask"]`` with MAS masks when any query token lies in a segment."""
+    config = module.config
+    input_ids, embeds = kwargs.get("input_ids"), kwargs.get("inputs_embeds")
+    ref = input_ids if input_ids is not None else embeds
+    if ref is None:
+        raise ValueError("segment_ids given without input_ids or inputs_embeds")
+    batch_size, query_length = ref.shape[:2]
+    segment_ids = as_segment_ids(segment_ids)
+    if segment_ids.ndim != 2 or segment_ids.shape[0] != batch_size:
+        raise ValueError(
+            f"segment_ids shape {tuple(segment_ids.shape)} does not match the batch of {batch_size} sequences"
+        )
+    attention_mask = kwargs.get("attention_mask")
+    if attention_mask is not None and attention_mask.ndim != 2:
+        raise ValueError("segment_ids needs a 2-D attention_mask (or none); got a prepared mask of "
+                         f"{attention_mask.ndim} dims")
+    # transformers >= 5.2x names the decoder's cache argument `cache` (`past_key_values` before)
+    past_key_values = kwargs.get("cache") if kwargs.get("cache") is not None else kwargs.get("past_key_values")
+    past = past_length(past_key_values)
+    if past >= segment_ids.shape[1]:
+        return  # decode steps after the prompt: causal tokens, the vanilla path bit for bit
+    total = past + query_length
+    max_positions = getattr(config, "max_position_embeddings", None)
+    if max_positions is not None and total > max_positions:
+        raise ValueError(f"sequence of {total} tokens exceeds the model's max_position_embeddings {max_positions}")
+    segment_ids = segment_ids.to(ref.device)
+    padding = attention_mask[:, : segment_ids.shape[1]] if attention_mask is not None else None
+    if padding is not None and padding.shape[1] < segment_ids.shape[1]:
+        raise ValueError(
+            f"segment_ids covers {segment_ids.shape[1]} positions but attention_mask only {padding.shape[1]}"
+        )
+    documents = packed_documents(kwargs.get("position_ids"), attention_mask, past_key_values, batch_size)
+    try:
+        validate_segment_ids(segment_ids, padding)
+    except ValueError as err:
+        if documents is None:
+            raise
+        raise ValueError(f"{err}; in a packed row segment ids must be unique across its sequences "
+                         "(segmask.pack renumbers them)") from None
+    if documents is not None:
+        validate_documents(pad_segment_ids(segment_ids, total), documents.to(segment_ids.device))
+    segment_ids = renumber_segments(segment_ids)  # small ids whatever the caller used
+    query_segments = pad_segment_ids(segment_ids, total)[:, past:total]
+    if not (query_segments != CAUSAL).any() and documents is None:
+        return  # decode steps and causal-only inputs: the vanilla path, bit for bit
+    check_whole_segments(segment_ids, past, total)
+    dtype = embeds.dtype if embeds is not None else module.get_input_embeddings().weight.dtype
+    masks = build_mas_masks(
+        config,
+        segment_ids,
+        batch_size=batch_size,
+        query_length=query_length,
+        dtype=dtype,
+        device=ref.device,
+        attention_mask=attention_mask,
+        past_key_values=past_key_values,
+        position_ids=kwargs.get("position_ids"),
+    )
+    kwargs["attention_mask"] = next(iter(masks.values())) if len(masks) == 1 else masks

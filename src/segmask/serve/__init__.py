@@ -1,0 +1,8 @@
+"""The OpenAI-compatible server (layer 4): request schema, response side, the request batcher, the FastAPI app.
+
+    >>> app = create_app(model, tokenizer, ServeConfig(model_name="smollm2-135m-mas"))
+"""
+
+from .app import ServeConfig, create_app, prompt_example
+
+__all__ = ["ServeConfig", "create_app", "prompt_example"]
