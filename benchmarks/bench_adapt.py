@@ -58,13 +58,15 @@ def heldout_prompts(tokenizer, model, n: int, data_dir: str | None, seed: int, m
 @torch.no_grad()
 def greedy(model, tokenizer, conversations: list[list[dict]], max_new: int, *, mas: bool, batch: int = 32):
     """Greedy answer token ids (cut after the first end-of-turn token) for each conversation."""
-    from segmask.train.adapt import cut_after_eos, eos_ids, teacher_answers
+    from segmask.hf.backend import eos_token_ids
+    from segmask.train.adapt import teacher_answers
+    from segmask.train.distill import cut_after_eos
     from segmask.core.chat import encode_chat
 
     if not mas:
         return [a["answer_ids"] for a in teacher_answers(model, tokenizer, conversations, max_new_tokens=max_new,
                                                          top_k=1, batch_size=batch)]
-    eos = eos_ids(model, tokenizer)
+    eos = eos_token_ids(model, tokenizer)
     out = []
     for start in range(0, len(conversations), batch):
         enc = encode_chat(tokenizer, conversations[start: start + batch])
@@ -78,7 +80,7 @@ def greedy(model, tokenizer, conversations: list[list[dict]], max_new: int, *, m
 def answer_stats(model, tokenizer, conversations, answers, *, student_mas: bool | None, batch: int = 16):
     """Per conversation: NLL per token of ``answers`` under the causal base, and (``student_mas`` set) the KL of
     the student (adapter as is, MAS) from the teacher (adapter off, causal) per token along them."""
-    from segmask.train.adapt import DistillCollator, answer_logprobs, distill_example, full_kl
+    from segmask.train.distill import DistillCollator, answer_logprobs, distill_example, full_kl
 
     collator = DistillCollator(tokenizer.pad_token_id, 0.0, 1.0)
     nll, kl = [], []

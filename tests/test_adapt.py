@@ -13,8 +13,8 @@ import socket
 import pytest
 import torch
 
-from segmask.train.adapt import (AdaptConfig, DistillCollator, DistillDataset, adapt, answer_logprobs, answer_weights,
-                                 full_kl, parse_budget, teacher_answers, topk_kl)
+from segmask.train.adapt import AdaptConfig, adapt, parse_budget, teacher_answers
+from segmask.train.distill import DistillCollator, DistillDataset, answer_logprobs, answer_weights, full_kl, topk_kl
 from segmask.train.prompt_pool import CATEGORIES, prompt_pool
 
 

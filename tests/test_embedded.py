@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from segmask import models
+from segmask.hf import models
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import torch
 import segmask
 from segmask.eval import evaluate, format_picks
 from segmask.eval.choice import choice_request
-from segmask.eval.scoring import loglik_scores, mask_pieces
+from segmask.eval.prompts import mask_pieces
+from segmask.eval.scoring import loglik_scores
 from segmask.core.masks import segment_mask
 from segmask.core.segments import Piece
 from segmask.core.templates import COMMONSENSE_SYSTEM

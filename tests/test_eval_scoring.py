@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import segmask
-from segmask.eval.scoring import LOGLIK_PREFIX, generate_texts, loglik_request, loglik_scores, pick, prompt_example
+from segmask.eval.prompts import LOGLIK_PREFIX, loglik_request, prompt_example
+from segmask.eval.scoring import generate_texts, loglik_scores, pick
 from segmask.core.masks import segment_mask
 
 RECORDS = [

@@ -17,6 +17,8 @@ import argparse
 import importlib
 import sys
 
+from ..core.recipe import BASE_MODEL, DEFAULT_MODEL
+
 COMMANDS = {
     "demo": "segmask.cli.demo",
     "show": "segmask.cli.show",
@@ -56,8 +58,8 @@ def describe_error(err: BaseException) -> str:
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that loads a model (resolve them with ``chosen_model``/``chosen_mask``)."""
     parser.add_argument("--model", default=None,
-                        help="embedded name, HF id or local path (default: smollm2-135m-mas, SmolLM2-135M-Instruct "
-                             "made MAS-ready by segmask adapt; with --causal: smollm2-135m-instruct as published; "
+                        help=f"embedded name, HF id or local path (default: {DEFAULT_MODEL}, SmolLM2-135M-Instruct "
+                             f"made MAS-ready by segmask adapt; with --causal: {BASE_MODEL} as published; "
                              "with --adapter: the adapter's base model)")
     parser.add_argument("--adapter", default=None, help="folder of a LoRA adapter to load on top")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
@@ -71,32 +73,26 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 def chosen_model(args: argparse.Namespace) -> str:
     """The model a command loads: ``--model``; else the ``--adapter``'s recorded base model; else the causal base
     with ``--causal``; else the MAS-ready default."""
-    from ..models import BASE_MODEL, DEFAULT_MODEL
+    from ..core.recipe import resolve_adapter
 
     if args.model:
         return args.model
     if getattr(args, "adapter", None):
-        from ..lora import load_adapter_config
-
-        return load_adapter_config(args.adapter).get("base_model") or BASE_MODEL
+        return resolve_adapter(args.adapter).base_model or BASE_MODEL
     return BASE_MODEL if getattr(args, "causal", False) else DEFAULT_MODEL
 
 
 def chosen_mask(args: argparse.Namespace) -> str:
     """``"causal"`` with ``--causal``; else the ``--adapter``'s trained mask (its ``segmask.json``); else ``"mas"``."""
-    if getattr(args, "causal", False):
-        return "causal"
-    if getattr(args, "adapter", None):
-        from ..lora import load_adapter_config
+    from ..core.recipe import resolve_adapter
 
-        return load_adapter_config(args.adapter).get("mask", "mas")
-    return "mas"
+    return resolve_adapter(getattr(args, "adapter", None), "causal" if getattr(args, "causal", False) else None).mask
 
 
 def load_chosen(args: argparse.Namespace) -> tuple:
     """``(model, tokenizer)`` of ``chosen_model(args)`` (+ ``--adapter``) with MAS enabled; sets ``args.model``."""
-    from ..hf import enable
-    from ..models import load_model
+    from ..hf.enable import enable
+    from ..hf.models import load_model
 
     args.model = chosen_model(args)
     model, tokenizer = load_model(args.model, dtype=args.dtype, attn_implementation=args.attn, device=args.device,

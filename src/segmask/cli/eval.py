@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.recipe import CHOICE_PROMPT_FORMS, EVAL_MASKS
 from . import add_model_args
 
 
@@ -26,10 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--protocol", choices=["generate", "loglik", "choice"], default="generate",
                    help="generate: beam search + first answer label (the paper); loglik: score each label; "
                         "choice: score each option's text (lm-eval style)")
-    p.add_argument("--mask", choices=["mas", "causal", "causal-repeat"], default=None,
+    p.add_argument("--mask", choices=EVAL_MASKS, default=None,
                    help="prefill mask (default: the adapter's segmask.json, else mas); causal-repeat: the question "
                         "part twice, causal (a no-training baseline)")
-    p.add_argument("--prompt-form", choices=["commonsense", "chat", "qa"], default=None,
+    p.add_argument("--prompt-form", choices=CHOICE_PROMPT_FORMS, default=None,
                    help="prompt form (default: the adapter's segmask.json, else commonsense); qa: lm-eval's "
                         "'Question: ...\\nAnswer:', protocol choice only")
     p.add_argument("--option-order", choices=["after", "before"], default=None,
@@ -47,21 +48,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def settings(args: argparse.Namespace) -> dict:
     """Resolve mask, prompt form, option order, system message and base model from the flags and the adapter's
     segmask.json."""
-    from ..core.recipe import load_adapter_config
+    from ..core.recipe import BASE_MODEL, DEFAULT_MODEL, resolve_adapter
 
-    config = load_adapter_config(args.adapter) if args.adapter else {}
     if args.causal and args.mask not in (None, "causal"):
         raise ValueError(f"--causal contradicts --mask {args.mask}")
-    mask = "causal" if args.causal else (args.mask or config.get("mask") or "mas")
-    prompt_form = args.prompt_form or config.get("prompt_form") or "commonsense"
-    recipe = config.get("recipe") or {}
-    system = args.system if args.system is not None else recipe.get("system")
-    option_order = args.option_order or recipe.get("option_order") or "after"
-    model = args.model or config.get("base_model")
-    if model is None:  # the MAS-ready default under MAS, the causally trained original under the causal masks
-        from ..core.recipe import BASE_MODEL, DEFAULT_MODEL
-
-        model = DEFAULT_MODEL if mask == "mas" else BASE_MODEL
+    recipe = resolve_adapter(args.adapter, "causal" if args.causal else args.mask, args.prompt_form)
+    mask, prompt_form = recipe.mask, recipe.prompt_form
+    system = args.system if args.system is not None else recipe.training.get("system")
+    option_order = args.option_order or recipe.training.get("option_order") or "after"
+    # the MAS-ready default under MAS, the causally trained original under the causal masks
+    model = args.model or recipe.base_model or (DEFAULT_MODEL if mask == "mas" else BASE_MODEL)
     return {"mask": mask, "prompt_form": prompt_form, "option_order": option_order, "system": system, "model": model}
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.recipe import DEFAULT_MODEL
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="print a prompt's segments and ASCII MAS mask; --png/--attention for figures")
-    p.add_argument("--model", default="smollm2-135m-mas", help="tokenizer/template (and model for --attention)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="tokenizer/template (and model for --attention)")
     p.add_argument("--system", default="You are a helpful assistant.", help="system message ('' for none)")
     p.add_argument("--user", default="Is the sky blue?", help="user message")
     p.add_argument("--data", default=None, help="JSON list of commonsense records (paper prompt form) instead of chat")
@@ -51,7 +53,7 @@ def prompt_batch(tokenizer, args: argparse.Namespace):
         from ..core.chat import encode_chat
 
         return encode_chat(tokenizer, conversation(args.system, args.user))
-    from ..core.segments import collate
+    from ..core.segments import collate, pad_token_id
     from ..core.templates import encode_commonsense
     from ..train.data import load_records
 
@@ -62,7 +64,7 @@ def prompt_batch(tokenizer, args: argparse.Namespace):
         example = encode_commonsense(tokenizer, records[args.index])
     except ValueError as err:
         raise ValueError(f"{args.data}: record {args.index}: {err}") from None
-    return collate([example], pad_token_id=tokenizer.pad_token_id or 0, with_labels=False)
+    return collate([example], pad_token_id=pad_token_id(tokenizer), with_labels=False)
 
 
 def run(args: argparse.Namespace) -> int:

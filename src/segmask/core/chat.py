@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
-from .segments import Batch, Example, Piece, collate, encode_pieces
+from .segments import Batch, Example, Piece, collate, encode_pieces, pad_token_id
 
 SEGMENT_ROLES = ("system", "developer", "user", "tool")
 CAUSAL_ROLES = ("assistant",)
@@ -64,10 +64,7 @@ def encode_chat(
     if max_length is None:
         limit = getattr(tokenizer, "model_max_length", None)
         max_length = limit if isinstance(limit, int) and limit < 10**7 else None
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise ValueError("tokenizer has neither a pad token nor an eos token to pad with")
-    return collate(examples, pad_token_id=pad, padding_side=padding_side, max_length=max_length)
+    return collate(examples, pad_token_id=pad_token_id(tokenizer), padding_side=padding_side, max_length=max_length)
 
 
 def _as_conversations(conversations: Any) -> list[list[dict]]:

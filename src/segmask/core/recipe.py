@@ -22,6 +22,10 @@ MASKS = ("mas", "causal")
 """Prefill masks a model is trained and served with."""
 PROMPT_FORMS = ("commonsense", "chat")
 """How an LLM-Adapters record becomes a prompt: the paper's template or the model's chat template."""
+EVAL_MASKS = (*MASKS, "causal-repeat")
+"""Prefill masks of ``segmask eval``: ``causal-repeat`` reads the question part twice, causally (a baseline)."""
+CHOICE_PROMPT_FORMS = (*PROMPT_FORMS, "qa")
+"""Prompt forms of the choice protocol: ``qa`` is lm-eval's ``"Question: ...\nAnswer:"``, which lists no options."""
 BASE_MODEL = "smollm2-135m-instruct"
 """The embedded SmolLM2-135M-Instruct as published (causally trained)."""
 MAS_MODEL = "smollm2-135m-mas"

@@ -5,10 +5,11 @@
     ...          out_dir="runs/mas")
     >>> print(format_comparison(compare_runs("runs/causal", "runs/mas")))
 
-Modules: ``tasks`` (the task dict, answer extraction, seeded subsets), ``scoring`` (batched generation and
-log-likelihood under MAS, causal or causal-repeat prefill), ``choice`` (option texts as continuations),
-``protocols`` (generate, loglik, choice: records -> prediction rows), ``stats`` (Wilson CI, paired bootstrap,
-exact McNemar), ``run`` (``evaluate``, run folders, pick histograms, ``compare_runs``).
+Modules: ``tasks`` (the task dict, answer extraction, seeded subsets), ``prompts`` (records -> prompts and
+log-likelihood requests), ``scoring`` (batched generation and the one log-likelihood scorer, MAS or causal prefill),
+``choice`` (option texts as continuations), ``protocols`` (generate, loglik, choice: records -> prediction rows),
+``stats`` (Wilson CI, paired bootstrap, exact McNemar), ``run`` (``evaluate``, run folders, pick histograms,
+``compare_runs``), ``lmeval`` (lm-evaluation-harness's ``segmask`` model type, needs ``segmask[lmeval]``).
 """
 
 from .protocols import PROTOCOLS

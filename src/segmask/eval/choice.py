@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..core.questions import Question, parse_question
+from ..core.recipe import CHOICE_PROMPT_FORMS
 from ..core.segments import Example, Piece
 from ..core.templates import ANSWER_LEAD, QA_ANSWER, QA_QUESTION
-from .scoring import continuation_ids, mask_pieces, prompt_pieces, prompt_prefix
+from .prompts import continuation_ids, mask_pieces, prompt_pieces, prompt_prefix
 
-CHOICE_PROMPT_FORMS = ("commonsense", "chat", "qa")
 
 
 @dataclass
@@ -81,7 +81,7 @@ def choice_pieces(tokenizer: Any, record: Mapping[str, Any], question: Question,
 
 def choice_request(tokenizer: Any, record: Mapping[str, Any], *, mask: str = "mas", prompt_form: str = "commonsense",
                    system: str | None = None, option_order: str = "after") -> ChoiceRequest:
-    """Parse the record's options and tokenize its context (under ``mask``, see ``scoring.mask_pieces``) and the
+    """Parse the record's options and tokenize its context (under ``mask``, see ``prompts.mask_pieces``) and the
     continuation of every option; ``ValueError`` names the record when it cannot be parsed or tokenized."""
     question = parse_question(record)
     context, options = choice_pieces(tokenizer, record, question, prompt_form=prompt_form, system=system,

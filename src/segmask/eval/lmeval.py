@@ -40,7 +40,9 @@ from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from ..core.masks import CAUSAL
-from ..core.segments import Example, Piece, collate, encode_pieces
+from ..core.recipe import BASE_MODEL, MASKS, check_choice, resolve_adapter
+from .scoring import continuation_scores
+from ..core.segments import Example, Piece, collate, encode_pieces, pad_token_id
 
 SEGMENTS = ("context", "split", "question")
 
@@ -49,7 +51,7 @@ SEGMENTS = ("context", "split", "question")
 class SegmaskLM(LM):
     """A segmask-enabled Hugging Face causal LM behind lm-eval's ``LM`` interface (see the module docstring)."""
 
-    def __init__(self, pretrained: Any = "smollm2-135m-instruct", *, tokenizer: Any = None, adapter: str | None = None,
+    def __init__(self, pretrained: Any = BASE_MODEL, *, tokenizer: Any = None, adapter: str | None = None,
                  mask: str | None = None, segments: str = "context", delimiter: str = "\n\n", dtype: str = "float32",
                  attn_implementation: str = "sdpa", device: str | None = None, batch_size: int | str | None = 8,
                  max_batch_size: int | None = None, max_length: int | None = None, max_gen_toks: int = 256,
@@ -60,14 +62,8 @@ class SegmaskLM(LM):
         from ..hf.enable import enable
         from ..hf.models import load_model
 
-        if mask is None:
-            mask = "mas"
-            if adapter:
-                from ..core.recipe import load_adapter_config
-
-                mask = load_adapter_config(adapter).get("mask", "mas")
-        if mask not in ("mas", "causal"):
-            raise ValueError(f"mask must be 'mas' or 'causal', got {mask!r}")
+        mask = resolve_adapter(adapter, mask).mask
+        check_choice("mask", mask, MASKS)
         if segments not in SEGMENTS:
             raise ValueError(f"segments must be one of {SEGMENTS}, got {segments!r}")
         if isinstance(pretrained, str):
@@ -86,8 +82,7 @@ class SegmaskLM(LM):
         self.max_gen_toks = int(max_gen_toks)
         self._device = next(self.model.parameters()).device
         self._chat_pieces: dict[str, list[Piece]] = {}
-        pad = self.tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else self.tokenizer.eos_token_id
+        self.pad_id = pad_token_id(self.tokenizer)
 
     # ---- chat templates -------------------------------------------------------------------------------------------
     @property
@@ -157,7 +152,7 @@ class SegmaskLM(LM):
             if not cont:
                 raise ValueError(f"continuation {req.args[1]!r} has no tokens")
             rows.append((ctx, cont))
-        results = self._score_shared(rows)
+        results = self._score(rows)
         for req, res in zip(requests, results):
             self.cache_hook.add_partial("loglikelihood", req.args, res)
         return results
@@ -174,55 +169,24 @@ class SegmaskLM(LM):
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, out[-1])
         return out
 
-    def _score_shared(self, rows: list[tuple[Example, list[int]]]) -> list[tuple[float, bool]]:
-        """Score rows grouped by context: one prefill per distinct context, its continuations from the KV cache.
-        Rows longer than ``max_length`` take ``_score`` (one forward each, truncated from the left)."""
-        from .scoring import continuation_scores
-
-        groups: dict[tuple, list[int]] = {}
-        long = []
+    def _score(self, rows: list[tuple[Example, list[int]]]) -> list[tuple[float, bool]]:
+        """(log-probability, is_greedy) of each continuation after its context, with ``segmask.eval.scoring``'s one
+        scorer: one prefill per distinct context, its continuations from the KV cache. A context that does not fit
+        ``max_length`` together with its continuation keeps its last tokens (as lm-eval truncates)."""
+        groups: dict[tuple, tuple[Example, list[int]]] = {}
         for i, (ctx, cont) in enumerate(rows):
-            if len(ctx) + len(cont) > self.max_length:
-                long.append(i)
-            else:
-                groups.setdefault((tuple(ctx.input_ids), tuple(ctx.segment_ids)), []).append(i)
+            if len(cont) >= self.max_length:
+                raise ValueError(f"continuation of {len(cont)} tokens does not fit max_length {self.max_length}")
+            ctx = _tail(ctx, min(len(ctx), self.max_length - len(cont)))
+            groups.setdefault((tuple(ctx.input_ids), tuple(ctx.segment_ids)), (ctx, []))[1].append(i)
+        members = list(groups.values())  # causal contexts (mask=causal, rolling windows) have segment ids -1 only
+        scores = continuation_scores(self.model, self.tokenizer, [ctx for ctx, _ in members],
+                                     [[rows[i][1] for i in m] for _, m in members], batch_size=self.batch_size)
         results: list[tuple[float, bool] | None] = [None] * len(rows)
-        members = list(groups.values())
-        contexts = [rows[m[0]][0] for m in members]  # causal contexts (mask=causal) have segment ids -1 only
-        scores = continuation_scores(self.model, self.tokenizer, contexts, [[rows[i][1] for i in m] for m in members],
-                                     batch_size=self.batch_size) if members else []
-        for m, got in zip(members, scores):
+        for (_, m), got in zip(members, scores):
             for i, res in zip(m, got):
                 results[i] = res
-        for i, res in zip(long, self._score([rows[i] for i in long]) if long else []):
-            results[i] = res
         return results  # type: ignore[return-value]
-
-    @torch.no_grad()
-    def _score(self, rows: list[tuple[Example, list[int]]]) -> list[tuple[float, bool]]:
-        results: list[tuple[float, bool] | None] = [None] * len(rows)
-        order = sorted(range(len(rows)), key=lambda i: -(len(rows[i][0]) + len(rows[i][1])))
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            examples = [self._joined(*rows[i]) for i in chunk]
-            batch = collate(examples, pad_token_id=self.pad_id, padding_side="right", with_labels=False)
-            batch = batch.to(self._device)
-            extra = {"segment_ids": batch["segment_ids"]} if self.mas else {}
-            logprobs = torch.log_softmax(self.model(input_ids=batch["input_ids"],
-                                                    attention_mask=batch["attention_mask"], **extra).logits.float(), -1)
-            for row, i in enumerate(chunk):
-                n_cont, end = len(rows[i][1]), len(examples[row])
-                lp = logprobs[row, end - n_cont - 1:end - 1]
-                target = batch["input_ids"][row, end - n_cont:end]
-                results[i] = (float(lp.gather(-1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all()))
-        return results  # type: ignore[return-value]
-
-    def _joined(self, ctx: Example, cont: list[int]) -> Example:
-        """Context + continuation in one row, keeping the last ``max_length`` tokens (the continuation must fit)."""
-        ids, segs = ctx.input_ids + cont, ctx.segment_ids + [CAUSAL] * len(cont)
-        if len(cont) >= self.max_length:
-            raise ValueError(f"continuation of {len(cont)} tokens does not fit max_length {self.max_length}")
-        return Example(ids[-self.max_length:], segs[-self.max_length:], [-100] * min(len(ids), self.max_length))
 
     @torch.no_grad()
     def generate_until(self, requests: list, disable_tqdm: bool = False) -> list[str]:

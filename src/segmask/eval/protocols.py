@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .choice import choice_request
-from .scoring import generate_texts, loglik_request, loglik_scores, pick, prompt_example
+from .prompts import loglik_request, prompt_example
+from .scoring import generate_texts, loglik_scores, pick
 from .tasks import Task
 
 PROTOCOLS = ("generate", "loglik", "choice")

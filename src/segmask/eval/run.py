@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..core.questions import OPTION_ORDERS
+from ..core.recipe import EVAL_MASKS, check_choice
 from .protocols import PROTOCOLS, RUNNERS
-from .scoring import MASKS
 from .stats import accuracy, mcnemar_exact, paired_bootstrap, paired_comparison
 from .tasks import get_task, load_records, resolve_tasks
 
@@ -75,8 +75,7 @@ def evaluate(
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    if mask not in MASKS:
-        raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+    check_choice("mask", mask, EVAL_MASKS)
     if option_order not in OPTION_ORDERS:
         raise ValueError(f"option_order must be one of {OPTION_ORDERS}, got {option_order!r}")
     if prompt_form == "qa" and protocol != "choice":

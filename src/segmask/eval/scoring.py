@@ -2,9 +2,7 @@
 
 Notation: B prompts in a batch, R = (prompt, choice) rows, P padded prompt length, M longest continuation, V vocab.
 
-Masks (``MASKS``): ``"mas"`` keeps the prompt's segments bidirectional in prefill; ``"causal"`` prefills the same
-tokens causally; ``"causal-repeat"`` is the no-training baseline that gives a causal model look-ahead by reading
-the prompt's segments (the question part) twice, causally, before the causal tail (``mask_pieces``).
+The prompts come from ``prompts.py`` (prompt forms, eval masks, log-likelihood requests).
 
 Generative (the paper's protocol): the prompt is prefilled (under MAS when ``segment_ids`` are kept), then
 ``generate`` decodes causally with beam search (``num_beams=1`` is greedy); the caller extracts the first label.
@@ -31,132 +29,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ..core.chat import chat_pieces
 from ..core.masks import CAUSAL
-from ..core.questions import OPTION_ORDERS, rewrite_record
-from ..core.segments import IGNORE_INDEX, Example, Piece, collate, encode_pieces, position_ids_from_attention_mask
-from ..core.templates import ANSWER_LEAD, commonsense_pieces, text_prompt_prefix
+from ..core.segments import Example, collate, pad_token_id, position_ids_from_attention_mask
 from ..hf.backend import cache_kwarg
-
-LOGLIK_PREFIX = ANSWER_LEAD
-"""Causal text after the response header that the log-likelihood continuations extend (as in ``output``)."""
-
-PROMPT_FORMS = ("commonsense", "chat")
-MASKS = ("mas", "causal", "causal-repeat")
-
-
-def prompt_pieces(tokenizer: Any, record: Mapping[str, Any], prompt_form: str = "commonsense",
-                  system: str | None = None, option_order: str = "after") -> list[Piece]:
-    """The prompt of an LLM-Adapters record as pieces, without the answer (the same prompts training uses).
-
-    ``"commonsense"``: the paper's form (system segment, instruction segment, causal ``### Response:`` tail).
-    ``"chat"``: the model's chat template: an optional ``system`` message, then one user message (instruction, then
-    the input after a blank line), then the generation prompt.
-    ``option_order="before"`` lists the record's options before its question (``questions.rewrite_record``).
-    """
-    if option_order not in OPTION_ORDERS:
-        raise ValueError(f"option_order must be one of {OPTION_ORDERS}, got {option_order!r}")
-    if option_order != "after":
-        record = rewrite_record(record, option_order=option_order)
-    if prompt_form == "commonsense":
-        return commonsense_pieces(record)
-    if prompt_form == "chat":
-        content = record["instruction"] + (f"\n\n{record['input']}" if record.get("input") else "")
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
-        return chat_pieces(tokenizer, messages, True)
-    raise ValueError(f"prompt_form must be one of {PROMPT_FORMS}, got {prompt_form!r}")
-
-
-def mask_pieces(pieces: Sequence[Piece], mask: str) -> list[Piece]:
-    """The prompt pieces as ``mask`` prefills them.
-
-    ``"mas"``: unchanged. ``"causal"``: every piece causal (the same tokens). ``"causal-repeat"``: every piece
-    causal, and the pieces up to the last segment (the question part) once more before the causal tail, so the
-    second copy of the question is read with the whole question in view.
-    """
-    if mask not in MASKS:
-        raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
-    if mask == "mas":
-        return list(pieces)
-    causal = [Piece(p.text, label=p.label) for p in pieces]
-    if mask == "causal":
-        return causal
-    head = max((i + 1 for i, p in enumerate(pieces) if p.segment), default=0)
-    return causal[:head] + causal[:head] + causal[head:]
-
-
-def prompt_prefix(tokenizer: Any, prompt_form: str) -> list[int]:
-    """Causal ids in front of a prompt's pieces: the tokenizer's own BOS for the plain-text forms (Gemma's
-    ``<bos>``, none for SmolLM2; ``templates.text_prompt_prefix``), none for ``chat`` (its template writes its own)."""
-    return [] if prompt_form == "chat" else text_prompt_prefix(tokenizer)
-
-
-def encode_prompt(tokenizer: Any, pieces: Sequence[Piece], prefix: Sequence[int] = ()) -> Example:
-    """``encode_pieces`` with the causal, unlabelled ids ``prefix`` (see ``prompt_prefix``) in front."""
-    example = encode_pieces(tokenizer, pieces)
-    if not prefix:
-        return example
-    n = len(prefix)
-    return Example([*prefix, *example.input_ids], [CAUSAL] * n + example.segment_ids,
-                   [IGNORE_INDEX] * n + example.labels, tokenizer.decode(list(prefix)) + example.text, example.meta)
-
-
-def prompt_example(tokenizer: Any, record: Mapping[str, Any], *, mask: str = "mas",
-                   prompt_form: str = "commonsense", system: str | None = None, option_order: str = "after") -> Example:
-    """Tokenized generation prompt under ``mask`` (see ``mask_pieces``); causal prompts have segment ids -1."""
-    pieces = prompt_pieces(tokenizer, record, prompt_form, system, option_order)
-    return encode_prompt(tokenizer, mask_pieces(pieces, mask), prompt_prefix(tokenizer, prompt_form))
-
-
-def continuation_ids(tokenizer: Any, context: Sequence[Piece], continuation: Sequence[Piece], *,
-                     where: Any = "?", prefix: Sequence[int] = ()) -> tuple[Example, list[int], int]:
-    """Encode ``context`` pieces (after the ids ``prefix``), and the token ids ``continuation`` pieces add after them.
-
-    Returns (context ``Example``, continuation ids, how many leading continuation ids are not scored: those of
-    unlabelled continuation pieces, which must all come before the labelled ones). The continuation is tokenized
-    together with the context; raises ``ValueError`` (naming ``where``) when a token spans the boundary (the
-    context would differ between choices) or when no labelled token follows it.
-    """
-    ctx = encode_prompt(tokenizer, context, prefix)
-    full = encode_prompt(tokenizer, [*context, *continuation], prefix)
-    n = len(ctx)
-    scored = [lab != IGNORE_INDEX for lab in full.labels[n:]]
-    text = "".join(p.text for p in continuation)
-    if full.input_ids[:n] != ctx.input_ids or not any(scored):
-        raise ValueError(f"record {where}: continuation {text!r} does not tokenize as a continuation of the "
-                         "context (a token spans the boundary)")
-    skip = scored.index(True)
-    if not all(scored[skip:]):
-        raise ValueError(f"record {where}: continuation {text!r} has unscored tokens after scored ones")
-    return ctx, full.input_ids[n:], skip
-
-
-def loglik_request(tokenizer: Any, record: Mapping[str, Any], choices: Sequence[str], *, mask: str = "mas",
-                   prompt_form: str = "commonsense", system: str | None = None,
-                   option_order: str = "after") -> tuple[Example, list[list[int]]]:
-    """Context example (prompt + ``LOGLIK_PREFIX``) and the token ids of each continuation ``" " + choice``.
-
-    Each choice is tokenized together with the context and its tokens are those after the context; raises
-    ``ValueError`` when the tokenizer merges across that boundary (the context would differ between choices).
-    """
-    pieces = mask_pieces(prompt_pieces(tokenizer, record, prompt_form, system, option_order), mask)
-    pieces.append(Piece(LOGLIK_PREFIX))
-    if not choices:
-        raise ValueError(f"record {record.get('index', '?')}: no choices to score")
-    conts, prefix = [], prompt_prefix(tokenizer, prompt_form)
-    for choice in choices:
-        context, ids, _ = continuation_ids(tokenizer, pieces, [Piece(" " + choice, label=True)],
-                                           where=record.get("index", "?"), prefix=prefix)
-        conts.append(ids)
-    return context, conts
-
-
-def _pad_id(tokenizer: Any) -> int:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise ValueError("tokenizer has neither a pad token nor an eos token to pad with")
-    return pad
-
 
 def _batches(examples: Sequence[Example], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first), to waste little on padding."""
@@ -196,7 +71,7 @@ def generate_texts(
     if num_beams < 1 or max_new_tokens < 1:
         raise ValueError(f"num_beams and max_new_tokens must be >= 1, got {num_beams} and {max_new_tokens}")
     texts: list[str] = [""] * len(prompts)
-    pad = _pad_id(tokenizer)
+    pad = pad_token_id(tokenizer)
     for idx in _batches(prompts, batch_size):
         batch = collate([prompts[i] for i in idx], pad_token_id=pad, padding_side="left", with_labels=False)
         inputs = _model_inputs(batch, _device(model))
@@ -259,7 +134,7 @@ def continuation_scores(
         if len(skip[i]) != len(conts) or any(not 0 <= k < len(c) for k, c in zip(skip[i], conts)):
             raise ValueError(f"prompt {i}: skip {list(skip[i])} must leave every continuation a scored token")
     scores: list[list[tuple[float, bool]]] = [[] for _ in contexts]
-    pad = _pad_id(tokenizer)
+    pad = pad_token_id(tokenizer)
     device = _device(model)
     for idx in _batches(contexts, batch_size):
         batch = collate([contexts[i] for i in idx], pad_token_id=pad, padding_side="left", with_labels=False)

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..core.masks import CAUSAL
+from ..core.segments import pad_token_id
 from ..hf.backend import is_enabled, unwrap
 from ..hf.generate import expand_size
 from .prefix_cache import PrefixCache, PrefixEntry
@@ -103,10 +103,10 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
     if entries[0] is None and len(rows) > 1:
         entries = [_prefill_shared_prefix(model, prefix_cache, rows, input_ids.device)] * len(rows)
     if entries[0] is not None and all(e is entries[0] for e in entries):
-        return _generate_warm(model, rows, entries[0], _pad_id(model, gen_kwargs), gen_kwargs)
+        return _generate_warm(model, rows, entries[0], gen_kwargs)
     out = _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[0] * len(rows))
-    expand = expand_size(unwrap(model).generation_config, gen_kwargs)
-    _store_prefixes(prefix_cache, rows, attention_mask, out.past_key_values, expand)
+    pads = (attention_mask.shape[1] - attention_mask.sum(-1)).tolist()
+    prefix_cache.store(rows, out.past_key_values, pads, expand_size(unwrap(model).generation_config, gen_kwargs))
     return out
 
 
@@ -144,49 +144,12 @@ def _unpad(input_ids, attention_mask, segment_ids) -> list[tuple[list[int], list
     return rows
 
 
-def _pad_id(model, gen_kwargs) -> int:
-    config = unwrap(model).generation_config
-    pad = gen_kwargs.get("pad_token_id", config.pad_token_id)
-    if pad is None:
-        eos = config.eos_token_id
-        pad = eos[0] if isinstance(eos, list) else eos
-    return 0 if pad is None else int(pad)
-
-
-def _generate_warm(model, rows, entry: PrefixEntry, pad_id: int, gen_kwargs) -> Generation:
+def _generate_warm(model, rows, entry: PrefixEntry, gen_kwargs) -> Generation:
     """Prefill only the tokens after ``entry``'s prefix: rows laid out as [prefix | padding | new tokens]."""
-    from transformers import DynamicCache
-
-    p = entry.length
-    width = max(len(ids) - p for ids, _ in rows)
-    input_ids, attention_mask, segment_ids = [], [], []
-    for ids, segs in rows:
-        fill = width - (len(ids) - p)
-        input_ids.append(list(entry.token_ids) + [pad_id] * fill + ids[p:])
-        attention_mask.append([1] * p + [0] * fill + [1] * (len(ids) - p))
-        segment_ids.append(list(entry.segment_ids) + [CAUSAL] * fill + segs[p:])
-    device = entry.layers[0][0].device
-    rows_in_cache = len(rows) * expand_size(unwrap(model).generation_config, gen_kwargs)
-    kv = [(k.expand(rows_in_cache, -1, -1, -1).contiguous(), v.expand(rows_in_cache, -1, -1, -1).contiguous())
-          for k, v in entry.layers]
-    cache = DynamicCache(ddp_cache_data=kv, config=unwrap(model).config)
+    lm = unwrap(model)
+    pad = gen_kwargs.get("pad_token_id")
+    batch = entry.layout(rows, pad if pad is not None else pad_token_id(None, lm.generation_config))
+    cache = entry.to_cache(len(rows) * expand_size(lm.generation_config, gen_kwargs), lm.config)
     gen_kwargs = {k: v for k, v in gen_kwargs.items() if k != "cache_implementation"}
-    input_ids, attention_mask, segment_ids = (torch.tensor(x, dtype=torch.long, device=device)
-                                              for x in (input_ids, attention_mask, segment_ids))
-    return _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[p] * len(rows),
-                past_key_values=cache)
-
-
-def _store_prefixes(cache: PrefixCache, rows, attention_mask: torch.Tensor, kv_cache: Any, expand: int) -> None:
-    """Copy each prompt's leading segments out of the generation's KV cache into ``cache`` (no extra forward)."""
-    if kv_cache is None or not hasattr(kv_cache, "layers"):
-        return
-    pads = (attention_mask.shape[1] - attention_mask.sum(-1)).tolist()
-    for b, (ids, segs) in enumerate(rows):
-        p = cache.prefix_length(segs)
-        if p is None or (ids[:p], segs[:p]) in cache:
-            continue
-        start, row = int(pads[b]), b * expand
-        layers = [(layer.keys[row: row + 1, :, start: start + p], layer.values[row: row + 1, :, start: start + p])
-                  for layer in kv_cache.layers]
-        cache.put(ids[:p], segs[:p], layers)
+    return _run(model, batch["input_ids"], batch["attention_mask"], batch["segment_ids"], gen_kwargs,
+                reused=[entry.length] * len(rows), past_key_values=cache)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..core.chat import encode_chat
-from ..core.masks import CAUSAL
+from ..core.runs import CAUSAL, segment_runs
 from ..hf.backend import is_enabled, unwrap
 from .prefix_cache import PrefixCache
 
@@ -41,10 +41,9 @@ def reusable_length(cached: list[tuple[int, int]], prompt: list[tuple[int, int]]
     while n < limit and cached[n] == prompt[n]:
         n += 1
     for seq in (cached, prompt):
-        if 0 < n < len(seq) and seq[n][1] != CAUSAL and seq[n][1] == seq[n - 1][1]:
-            seg = seq[n][1]
-            while n > 0 and seq[n - 1][1] == seg:
-                n -= 1
+        for run in segment_runs([seg for _, seg in seq]):
+            if run.start < n < run.end and run.segment != CAUSAL:
+                n = run.start
     return n
 
 
@@ -136,19 +135,13 @@ class Conversation:
         """Put this prompt's leading segments into the prefix cache (copied out of the conversation's cache)."""
         if self.prefix_cache is None or self.causal:
             return
-        p = self.prefix_cache.prefix_length(segs)
-        if p is not None and (ids[:p], segs[:p]) not in self.prefix_cache:
-            layers = [(layer.keys[:, :, :p], layer.values[:, :, :p]) for layer in self.cache.layers]
-            self.prefix_cache.put(ids[:p], segs[:p], layers)
+        self.prefix_cache.store([(ids, segs)], self.cache, starts=[0])
 
     def _start_from_prefix_cache(self, ids: list[int], segs: list[int]) -> None:
         if self.cache is not None or self.prefix_cache is None or self.causal:
             return
-        from transformers import DynamicCache
-
         self.prefix_cache.check(self.model, self.tokenizer)
         entry = self.prefix_cache.lookup(ids, segs)
         if entry is not None:
-            kv = [(k.clone(), v.clone()) for k, v in entry.layers]
-            self.cache = DynamicCache(ddp_cache_data=kv, config=unwrap(self.model).config)
+            self.cache = entry.to_cache(1, unwrap(self.model).config)
             self.cached = list(zip(entry.token_ids, entry.segment_ids))

@@ -24,7 +24,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ..core.masks import CAUSAL
+from ..core.runs import CAUSAL, segment_runs
+from ..core.segments import Batch
 from ..hf.backend import layer_kinds, unwrap
 
 _TOKENIZER_DIGESTS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
@@ -69,8 +70,7 @@ def segment_ends(segment_ids: Sequence[int]) -> list[int]:
     ``segment_ids`` is one unpadded sample [T]. These are the cut points where a prompt may be split between the
     KV cache and the next forward call without splitting a segment.
     """
-    return [p for p in range(1, len(segment_ids))
-            if segment_ids[p - 1] != CAUSAL and segment_ids[p] != segment_ids[p - 1]]
+    return [run.end for run in segment_runs(segment_ids)[:-1] if run.segment != CAUSAL]
 
 
 @dataclass
@@ -89,6 +89,30 @@ class PrefixEntry:
     @property
     def nbytes(self) -> int:
         return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.layers)
+
+    def to_cache(self, rows: int, config: Any) -> Any:
+        """A new ``DynamicCache`` holding this prefix's KV in each of ``rows`` rows (a copy: the entry stays)."""
+        from transformers import DynamicCache
+
+        kv = [(k.repeat(rows, 1, 1, 1), v.repeat(rows, 1, 1, 1)) for k, v in self.layers]
+        return DynamicCache(ddp_cache_data=kv, config=config)
+
+    def layout(self, prompts: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int) -> Batch:
+        """Unpadded prompts (token ids, segment ids) that start with this prefix, as rows
+        ``[prefix | padding | new tokens]``: ``input_ids``, ``attention_mask`` and ``segment_ids`` [B, P + W] (W the
+        longest new part) on the entry's device. The padding in the middle is masked, and
+        ``position_ids_from_attention_mask`` skips it, so every row sees the positions and keys of its cold prefill.
+        """
+        p = self.length
+        width = max(len(ids) - p for ids, _ in prompts)
+        rows: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "segment_ids": []}
+        for ids, segs in prompts:
+            fill = width - (len(ids) - p)
+            rows["input_ids"].append([*self.token_ids, *[pad_id] * fill, *ids[p:]])
+            rows["attention_mask"].append([1] * p + [0] * fill + [1] * (len(ids) - p))
+            rows["segment_ids"].append([*self.segment_ids, *[CAUSAL] * fill, *segs[p:]])
+        device = self.layers[0][0].device
+        return Batch({k: torch.tensor(v, dtype=torch.long, device=device) for k, v in rows.items()})
 
 
 class PrefixCache:
@@ -184,6 +208,22 @@ class PrefixCache:
         while self.nbytes > self.max_bytes:
             self._entries.popitem(last=False)
         return entry
+
+
+    def store(self, prompts: Sequence[tuple[Sequence[int], Sequence[int]]], kv_cache: Any, starts: Sequence[int],
+              expand: int = 1) -> None:
+        """Copy the leading segments (``prefix_length``) of each unpadded prompt (token ids, segment ids) out of a
+        filled KV cache, no extra forward: prompt b's first token sits at position ``starts[b]`` of cache row
+        ``b * expand`` (``expand`` rows per prompt, as ``generate`` lays out beams). Stored prefixes are skipped."""
+        if kv_cache is None or not hasattr(kv_cache, "layers"):
+            return
+        for b, (ids, segs) in enumerate(prompts):
+            p = self.prefix_length(segs)
+            if p is None or (ids[:p], segs[:p]) in self:
+                continue
+            start, row = int(starts[b]), b * expand
+            self.put(ids[:p], segs[:p], [(layer.keys[row:row + 1, :, start:start + p],
+                                          layer.values[row:row + 1, :, start:start + p]) for layer in kv_cache.layers])
 
 
 def entry_key(entry: PrefixEntry) -> tuple:

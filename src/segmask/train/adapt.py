@@ -27,7 +27,6 @@ math, and commonsense instructions when a data folder is given), questions the t
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -37,7 +36,8 @@ from typing import Any, Sequence
 import torch
 
 from ..core.recipe import BASE_MODEL
-from ..core.segments import IGNORE_INDEX, Example, collate
+from ..hf.backend import eos_token_ids
+from .distill import DistillCollator, DistillDataset, cut_after_eos, distill_trainer
 from .lora import save_adapter, segmask_config
 from .trainer import LoopConfig, run_trainer, start_model
 
@@ -108,28 +108,6 @@ def parse_budget(budget: str | None) -> tuple[str, float] | None:
     raise ValueError(f"budget must look like '60m', '1.5h', '300k' or '2M' (tokens), got {budget!r}")
 
 
-def answer_weights(n: int, early_weight: float, early_tokens: float) -> list[float]:
-    """Per answer token t = 0..n-1: ``1 + early_weight * exp(-t / early_tokens)``."""
-    return [1.0 + early_weight * math.exp(-t / early_tokens) for t in range(n)]
-
-
-# --- teacher answers ------------------------------------------------------------------------------------------------
-
-
-def eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    """The end-of-turn token ids of ``model``'s generation config and ``tokenizer``."""
-    eos = model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
-    return {int(i) for i in ids if i is not None}
-
-
-def cut_after_eos(ids: Sequence[int], eos: set[int]) -> list[int]:
-    """``ids`` up to and including the first end-of-turn token (all of them when there is none)."""
-    n = next((t + 1 for t, tok in enumerate(ids) if tok in eos), len(ids))
-    return list(ids[:n])
-
-
-@torch.no_grad()
 def teacher_answers(model: Any, tokenizer: Any, conversations: Sequence[list[dict]], *, max_new_tokens: int,
                     top_k: int, batch_size: int = 32, progress: bool = False) -> list[dict[str, Any]]:
     """Greedy causal answers of ``model`` to ``conversations`` with its top-k log-probs at every answer token.
@@ -140,7 +118,7 @@ def teacher_answers(model: Any, tokenizer: Any, conversations: Sequence[list[dic
     from ..core.chat import encode_chat
 
     model.eval()
-    eos = eos_ids(model, tokenizer)
+    eos = eos_token_ids(model, tokenizer)
     order = sorted(range(len(conversations)), key=lambda i: len(json.dumps(conversations[i])))
     out: list[dict[str, Any] | None] = [None] * len(conversations)
     for start in range(0, len(order), batch_size):
@@ -210,146 +188,6 @@ def build_teacher_cache(model: Any, tokenizer: Any, cfg: AdaptConfig) -> list[di
     return records
 
 
-# --- examples, batches and the loss ---------------------------------------------------------------------------------
-
-
-def distill_example(tokenizer: Any, record: dict[str, Any], index: int = 0) -> Example:
-    """Prompt (chat template, MAS segments) + the teacher's answer tokens (causal, labelled); meta keeps top-k."""
-    from ..core.chat import chat_example
-
-    prompt = chat_example(tokenizer, record["messages"], True, index=index)
-    answer = list(record["answer_ids"])
-    return Example(prompt.input_ids + answer, prompt.segment_ids + [-1] * len(answer),
-                   [IGNORE_INDEX] * len(prompt) + answer, meta={"prompt_len": len(prompt), "index": index})
-
-
-class DistillDataset:
-    """Teacher records as map-style items for the Trainer's dataloader."""
-
-    def __init__(self, tokenizer: Any, records: Sequence[dict[str, Any]]):
-        self.records = list(records)
-        self.examples = [distill_example(tokenizer, r, i) for i, r in enumerate(self.records)]
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        ex, rec = self.examples[i], self.records[i]
-        return {"input_ids": ex.input_ids, "segment_ids": ex.segment_ids, "labels": ex.labels,
-                "prompt_len": ex.meta["prompt_len"], "topk_ids": rec["topk_ids"], "topk_logp": rec["topk_logp"]}
-
-
-class DistillCollator:
-    """Right-padded ``input_ids``/``attention_mask``/``segment_ids``/``labels`` [B, T] plus the answer tokens' teacher
-    top-k (``topk_ids``/``topk_logp`` [A, k], A = answer tokens in the batch, in row-major order), their loss
-    weights ``weights`` [A] and ``prompt_len`` [B]."""
-
-    def __init__(self, pad_token_id: int, early_weight: float, early_tokens: float):
-        self.pad_token_id, self.early_weight, self.early_tokens = pad_token_id, early_weight, early_tokens
-
-    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        examples = [Example(r["input_ids"], r["segment_ids"], r["labels"]) for r in rows]
-        batch = dict(collate(examples, pad_token_id=self.pad_token_id, padding_side="right", with_labels=True))
-        batch["prompt_len"] = torch.tensor([r["prompt_len"] for r in rows])
-        if all(r.get("topk_ids") is not None for r in rows):
-            batch["topk_ids"] = torch.cat([r["topk_ids"] for r in rows])
-            batch["topk_logp"] = torch.cat([r["topk_logp"] for r in rows]).float()
-        batch["weights"] = self.weights(batch["labels"])
-        return batch
-
-    def weights(self, labels: torch.Tensor) -> torch.Tensor:
-        """[A] loss weights of the answer tokens of right-padded ``labels`` [B, T], row-major."""
-        counts = (labels != IGNORE_INDEX).sum(-1).tolist()
-        return torch.tensor([w for n in counts for w in answer_weights(n, self.early_weight, self.early_tokens)])
-
-
-def answer_logprobs(model: Any, batch: dict[str, torch.Tensor], *, mas: bool) -> torch.Tensor:
-    """Log-probs [A, V] of the next token at every answer position of ``batch`` (row-major order).
-
-    The decoder runs over the whole sequence (under MAS when ``mas``); the LM head only at answer positions.
-    """
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    kwargs = {"segment_ids": batch["segment_ids"]} if mas else {}
-    hidden = lm.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
-                              **kwargs).last_hidden_state
-    labels = batch["labels"]
-    rows, cols = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)    # position t predicts label t + 1
-    logits = lm.get_output_embeddings()(hidden[rows, cols]).float()
-    cap = getattr(lm.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits.log_softmax(-1)
-
-
-def topk_kl(teacher_ids: torch.Tensor, teacher_logp: torch.Tensor, student_logp: torch.Tensor) -> torch.Tensor:
-    """KL(teacher || student) [A] over the teacher's top-k tokens plus one bucket for the rest of the vocabulary."""
-    s_top = student_logp.gather(-1, teacher_ids)
-    p_top = teacher_logp.exp()
-    kl = (p_top * (teacher_logp - s_top)).sum(-1)
-    t_rest = (1 - p_top.sum(-1)).clamp_min(1e-8)
-    s_rest = (1 - s_top.exp().sum(-1)).clamp_min(1e-8)
-    return kl + t_rest * (t_rest.log() - s_rest.log())
-
-
-def full_kl(teacher_logp: torch.Tensor, student_logp: torch.Tensor) -> torch.Tensor:
-    """KL(teacher || student) [A] over the full vocabulary."""
-    return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(-1)
-
-
-def _distill_trainer(cfg: AdaptConfig, tokenizer: Any, collator: DistillCollator):
-    from transformers import Trainer
-
-    class DistillTrainer(Trainer):
-        """Trainer whose loss is the weighted KL(teacher || student); some steps sample answers from the student."""
-
-        kl_sum, kl_count = 0.0, 0
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            rng = random.Random(cfg.seed * 1_000_003 + self.state.global_step)
-            teacher = None
-            if cfg.on_policy and rng.random() < cfg.on_policy:
-                inputs = self.student_answers(model, inputs)
-                with torch.no_grad(), model.disable_adapter():
-                    teacher = answer_logprobs(model, inputs, mas=False)
-            student = answer_logprobs(model, inputs, mas=True)
-            if teacher is None:
-                kl = topk_kl(inputs["topk_ids"], inputs["topk_logp"], student)
-            else:
-                kl = full_kl(teacher, student)
-            weights = inputs["weights"].to(kl)
-            self.kl_sum += float(kl.detach().sum())
-            self.kl_count += kl.numel()
-            return (weights * kl).sum() / weights.sum()
-
-        @torch.no_grad()
-        def student_answers(self, model, inputs):
-            """The batch's prompts with answers sampled from the student under MAS prefill (T = 1)."""
-            prompts = [Example(ids[:n].tolist(), segs[:n].tolist(), [IGNORE_INDEX] * n) for ids, segs, n in
-                       zip(inputs["input_ids"], inputs["segment_ids"], inputs["prompt_len"].tolist())]
-            left = collate(prompts, pad_token_id=tokenizer.pad_token_id, padding_side="left")
-            was_training = model.training
-            model.eval()
-            out = model.generate(input_ids=left["input_ids"], attention_mask=left["attention_mask"],
-                                 segment_ids=left["segment_ids"], do_sample=True, temperature=1.0, top_p=1.0,
-                                 top_k=0, max_new_tokens=cfg.answer_tokens, pad_token_id=tokenizer.pad_token_id)
-            model.train(was_training)
-            eos = eos_ids(model.get_base_model(), tokenizer)
-            rows = []
-            for p, new in zip(prompts, out[:, left["input_ids"].shape[1]:].tolist()):
-                answer = cut_after_eos(new, eos)
-                rows.append({"input_ids": p.input_ids + answer, "segment_ids": p.segment_ids + [-1] * len(answer),
-                             "labels": p.labels + answer, "prompt_len": len(p)})
-            return {k: v.to(inputs["input_ids"].device) for k, v in collator(rows).items()}
-
-        def log(self, logs, *args, **kwargs):
-            if self.kl_count:
-                logs["kl"] = round(self.kl_sum / self.kl_count, 5)
-                self.kl_sum, self.kl_count = 0.0, 0
-            super().log(logs, *args, **kwargs)
-
-    return DistillTrainer
-
-
 def _budget_callback(budget: tuple[str, float] | None):
     from transformers import TrainerCallback
 
@@ -408,7 +246,7 @@ def adapt(cfg: AdaptConfig, *, model: Any = None, tokenizer: Any = None) -> dict
                           recipe=cfg.recipe())
     collator = DistillCollator(tokenizer.pad_token_id, cfg.early_weight, cfg.early_tokens)
     trainer, result, wall = run_trainer(model, cfg, DistillDataset(tokenizer, records), collator, meta,
-                                        trainer_cls=_distill_trainer(cfg, tokenizer, collator),
+                                        trainer_cls=distill_trainer(cfg, tokenizer, collator),
                                         callbacks=[_budget_callback(parse_budget(cfg.budget))])
     adapter = save_adapter(model, out / "adapter", mask="mas", prompt_form="chat", base_model=cfg.model,
                            dtype=cfg.save_dtype, made_by="segmask adapt", recipe=cfg.recipe())

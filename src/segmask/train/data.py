@@ -35,11 +35,9 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..core.chat import chat_example
 from ..core.masks import CAUSAL
 from ..core.questions import ANSWER_FORMS, OPTION_ORDERS, rewrite_record
+from ..core.recipe import PROMPT_FORMS
 from ..core.segments import IGNORE_INDEX, Batch, Example, collate
 from ..core.templates import encode_commonsense
-
-PROMPT_FORMS = ("commonsense", "chat")
-
 
 def load_records(path: str | Path) -> list[dict]:
     """Read rows from a ``.json`` list, a ``.jsonl`` file, or a folder.

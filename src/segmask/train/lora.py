@@ -8,7 +8,7 @@ so whoever loads it (``segmask eval``, ``chat``, ``generate``, ``serve``) applie
 
     >>> model = add_lora(model, LoraSettings())                  # r=32, alpha=64, dropout 0.05, q_proj + v_proj
     >>> save_adapter(model, "adapters/mas", mask="mas", prompt_form="commonsense", base_model="smollm2-135m-instruct")
-    >>> load_adapter_config("adapters/mas")["mask"]
+    >>> load_adapter_config("adapters/mas")["mask"]              # segmask.core.recipe
     'mas'
     >>> model, tokenizer, cfg = load_adapter("adapters/mas")     # base model + adapter, MAS enabled when cfg says so
 """
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-CONFIG_NAME = "segmask.json"
-MASKS = ("mas", "causal")
+from ..core.recipe import CONFIG_NAME, MASKS, PROMPT_FORMS, VERSION, check_choice, load_adapter_config
+
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
@@ -70,15 +70,9 @@ def add_lora(model: torch.nn.Module, settings: LoraSettings | None = None) -> to
 
 def segmask_config(*, mask: str, prompt_form: str, base_model: str | None, **extra: Any) -> dict[str, Any]:
     """The ``segmask.json`` content, validated."""
-    if mask not in MASKS:
-        raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
-    from ..core.recipe import PROMPT_FORMS
-
-    if prompt_form not in PROMPT_FORMS:
-        raise ValueError(f"prompt_form must be one of {PROMPT_FORMS}, got {prompt_form!r}")
-    from ..core.recipe import VERSION as __version__
-
-    return {"mask": mask, "prompt_form": prompt_form, "base_model": base_model, "segmask_version": __version__,
+    check_choice("mask", mask, MASKS)
+    check_choice("prompt_form", prompt_form, PROMPT_FORMS)
+    return {"mask": mask, "prompt_form": prompt_form, "base_model": base_model, "segmask_version": VERSION,
             **extra}
 
 
@@ -118,28 +112,6 @@ def save_adapter(
         config["saved_dtype"] = str(target).removeprefix("torch.")
     write_segmask_config(folder, config)
     return folder
-
-
-def load_adapter_config(folder: str | Path) -> dict[str, Any]:
-    """Read ``folder/segmask.json``: ``{"mask", "prompt_form", "base_model", ...}``.
-
-    An adapter without the file (a plain PEFT adapter) gives ``{}``: the caller keeps its own defaults.
-    Raises ``ValueError`` when the folder does not exist or the file names an unknown mask or prompt form.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"adapter folder {folder} does not exist")
-    path = folder / CONFIG_NAME
-    if not path.exists():
-        return {}
-    config = json.loads(path.read_text())
-    if config.get("mask") not in MASKS:
-        raise ValueError(f"{path}: mask must be one of {MASKS}, got {config.get('mask')!r}")
-    from ..core.recipe import PROMPT_FORMS
-
-    if config.get("prompt_form") not in PROMPT_FORMS:
-        raise ValueError(f"{path}: prompt_form must be one of {PROMPT_FORMS}, got {config.get('prompt_form')!r}")
-    return config
 
 
 def load_adapter(

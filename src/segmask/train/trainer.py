@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from ..core.packing import PackedCollator, PackedDataset, pack
 from ..core.questions import ANSWER_FORMS, OPTION_ORDERS
-from ..core.recipe import BASE_MODEL, MASKS, PROMPT_FORMS
+from ..core.recipe import BASE_MODEL, MASKS, PROMPT_FORMS, check_choice
 from .data import ExampleDataset, SegmentCollator, load_records, mix, prepare
 from .lora import LoraSettings, save_adapter, settings_dict
 
@@ -98,10 +98,8 @@ class TrainConfig(LoopConfig):
             self.data = [str(self.data)]
         if not self.data:
             raise ValueError("no training data given")
-        if self.mask not in MASKS:
-            raise ValueError(f"mask must be one of {MASKS}, got {self.mask!r}")
-        if self.prompt_form not in PROMPT_FORMS:
-            raise ValueError(f"prompt_form must be one of {PROMPT_FORMS}, got {self.prompt_form!r}")
+        check_choice("mask", self.mask, MASKS)
+        check_choice("prompt_form", self.prompt_form, PROMPT_FORMS)
         if self.answer_form not in ANSWER_FORMS:
             raise ValueError(f"answer_form must be one of {ANSWER_FORMS}, got {self.answer_form!r}")
         if self.option_order not in OPTION_ORDERS:

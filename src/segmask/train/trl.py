@@ -35,7 +35,7 @@ from trl.data_utils import get_dataset_column_names, pack_dataset
 
 from ..core.masks import CAUSAL
 from ..core.packing import unique_segment_ids
-from ..core.recipe import MASKS
+from ..core.recipe import MASKS, check_choice
 from ..hf.enable import enable
 from .data import encode_record
 
@@ -101,8 +101,7 @@ class MASSFTTrainer(SFTTrainer):
     MAS enabled on the model. ``mask="causal"`` runs the causal arm on the same data; other arguments are TRL's."""
 
     def __init__(self, *args: Any, mask: str = "mas", **kwargs: Any):
-        if mask not in MASKS:
-            raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+        check_choice("mask", mask, MASKS)
         self.segmask_mask = mask
         super().__init__(*args, **kwargs)
         self.data_collator = SegmentIdsCollator(self.data_collator, with_segments=mask == "mas")

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..core.masks import CAUSAL
+from ..core.runs import CAUSAL, segment_runs
 
 
 def ascii_mask(mask: torch.Tensor, segment_ids: torch.Tensor | None = None, max_size: int = 64) -> str:
@@ -35,12 +35,8 @@ def _digit(s: int) -> str:
 
 def describe_segments(tokenizer: Any, input_ids: torch.Tensor, segment_ids: torch.Tensor) -> str:
     """One line per segment run of one sample (``input_ids``, ``segment_ids``: [T]): its id, length and text."""
-    ids, segs = input_ids.tolist(), segment_ids.tolist()
-    lines, start = [], 0
-    for t in range(1, len(ids) + 1):
-        if t == len(ids) or segs[t] != segs[start]:
-            name = "causal" if segs[start] == CAUSAL else f"segment {segs[start]}"
-            text = tokenizer.decode(ids[start:t])
-            lines.append(f"[{name:>10}] {t - start:>4} tok  {text!r}")
-            start = t
+    ids, lines = input_ids.tolist(), []
+    for run in segment_runs(segment_ids):
+        name = "causal" if run.segment == CAUSAL else f"segment {run.segment}"
+        lines.append(f"[{name:>10}] {run.end - run.start:>4} tok  {tokenizer.decode(ids[run.start:run.end])!r}")
     return "\n".join(lines)

@@ -14,7 +14,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..core.masks import CAUSAL, segment_mask
+from ..core.masks import segment_mask
+from ..core.runs import CAUSAL, segment_runs
 
 
 def select_layers(spec: str | Sequence[int] | None, n_layers: int) -> list[int]:
@@ -66,8 +67,7 @@ def attention_maps(model: Any, batch: Mapping[str, torch.Tensor], layers: Sequen
 
 def segment_edges(segment_ids: torch.Tensor) -> list[int]:
     """Positions where a new segment run starts in ``segment_ids`` [T] (excluding 0)."""
-    ids = segment_ids.tolist()
-    return [t for t in range(1, len(ids)) if ids[t] != ids[t - 1]]
+    return [run.start for run in segment_runs(segment_ids)[1:]]
 
 
 def _panel(ax, image: torch.Tensor, segment_ids: torch.Tensor, title: str, cmap: str, norm: Any = None) -> Any:

@@ -1,0 +1,143 @@
+"""The package's shape, as the README's "How the code is laid out" describes it: imports point one way between layers
+(core -> hf -> generation -> train/eval/serve/viz/vllm -> cli), with no cycle and no import of another module's
+private ``_name``; no module over 300 lines; no function over 60 lines (docstring not counted). Parsed with ``ast``, nothing imported."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "segmask"
+LAYERS = {"core": 1, "hf": 2, "generation": 3, "train": 4, "eval": 4, "serve": 4, "viz": 4, "vllm": 4, "cli": 5}
+"""Subpackage -> layer. A module may import its own subpackage and lower layers only; the facade modules
+``segmask/__init__.py`` and ``__main__.py`` (layer 6) may import anything and nothing imports them."""
+MAX_MODULE_LINES = 300
+MAX_FUNCTION_LINES = 60
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(module: str) -> tuple[int, str]:
+    """(layer, subpackage) of a ``segmask...`` module name."""
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1] in ("__main__",):
+        return 6, "segmask"
+    return LAYERS[parts[1]], parts[1]
+
+
+def imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """(imported segmask module, imported names, line) of every import in ``path``, top level or inside functions."""
+    module = module_name(path)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] == "segmask":
+                names = [a.name for a in node.names]
+                submodules = [f"{target}.{n}" for n in names if (SRC.parent / f"{target}.{n}".replace(".", "/")).exists()
+                              or (SRC.parent / (f"{target}.{n}".replace(".", "/") + ".py")).exists()]
+                found += [(m, [], node.lineno) for m in submodules]
+                if len(submodules) < len(names):
+                    found.append((target, [n for n in names if f"{target}.{n}" not in submodules], node.lineno))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, [], node.lineno) for a in node.names if a.name.split(".")[0] == "segmask"]
+    return found
+
+
+MODULES = {module_name(p): p for p in sorted(SRC.rglob("*.py"))}
+
+
+def test_the_import_graph_is_read():
+    """The parser sees the layering it checks: hf imports core, the cli imports the layers below it."""
+    graph = {m: {t for t, _, _ in imports(p)} for m, p in MODULES.items()}
+    assert "segmask.core.masks" in graph["segmask.hf.hook"]
+    assert "segmask.hf.enable" in graph["segmask.eval.run"]
+    assert len(MODULES) > 40
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_down_and_skip_private_names(module):
+    own_layer, own_package = layer(module)
+    for target, names, line in imports(MODULES[module]):
+        where = f"{module} line {line} imports {target}"
+        target_layer, target_package = layer(target)
+        assert target_package == own_package or target_layer < own_layer, f"{where}: an upward or sideways import"
+        private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+        assert target == module or not private, f"{where}: private names {private}"
+
+
+def test_no_import_cycles():
+    graph = {m: {t for t, _, _ in imports(p) if t in MODULES and t != m} for m, p in MODULES.items()}
+    # a package __init__ is imported by every import of one of its submodules: the edges that matter are between
+    # modules, so an __init__ re-exporting its own submodules is no cycle
+    packages = {m for m, p in MODULES.items() if p.name == "__init__.py"}
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if nxt in packages and node.startswith(nxt + "."):
+                continue
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def function_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of a function from ``def`` to its last line, its docstring not counted."""
+    n = node.end_lineno - node.lineno + 1
+    first = node.body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        n -= first.end_lineno - first.lineno + 1
+    return n
+
+
+def test_modules_and_functions_stay_small():
+    too_long = []
+    for module, path in MODULES.items():
+        source = path.read_text()
+        lines = source.count("\n")
+        if lines > MAX_MODULE_LINES:
+            too_long.append(f"{module}: {lines} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = function_lines(node)
+                if n > MAX_FUNCTION_LINES:
+                    too_long.append(f"{module}.{node.name} (line {node.lineno}): {n} lines")
+    assert not too_long, "\n".join(too_long)
+
+
+def test_the_checks_catch_what_they_forbid(tmp_path, monkeypatch):
+    """An upward import, a private import and a cycle in a scratch package are reported."""
+    pkg = tmp_path / "segmask"
+    (pkg / "core").mkdir(parents=True)
+    (pkg / "hf").mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "core" / "__init__.py").write_text("")
+    (pkg / "hf" / "__init__.py").write_text("")
+    (pkg / "core" / "a.py").write_text("from ..hf.b import thing\n")
+    (pkg / "hf" / "b.py").write_text("from ..core.a import _secret\n")
+    monkeypatch.setattr(f"{__name__}.SRC", pkg)
+    monkeypatch.setattr(f"{__name__}.MODULES", {module_name(p): p for p in sorted(pkg.rglob("*.py"))})
+    with pytest.raises(AssertionError, match="upward"):
+        test_imports_point_down_and_skip_private_names("segmask.core.a")
+    with pytest.raises(AssertionError, match="private"):
+        test_imports_point_down_and_skip_private_names("segmask.hf.b")
+    with pytest.raises(AssertionError, match="cycle"):
+        test_no_import_cycles()
