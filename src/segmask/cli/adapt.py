@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .config_args import add_config_args, config_from_namespace
+from .config_args import add_config_args, add_run_args, config_from_namespace, set_threads
 
 RENAMES = {"output_dir": "out"}
 
@@ -26,8 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("adapt", help="MAS-ready chat model by self-distillation from the causal model (no labels)")
     add_config_args(p, AdaptConfig, renames=RENAMES, skip=("progress",))
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_args(p)
     p.set_defaults(run=run)
 
 
@@ -35,10 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train.adapt import AdaptConfig, adapt
 
     cfg = config_from_namespace(AdaptConfig, args, renames=RENAMES, progress=not args.quiet)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_threads(args)
     summary = adapt(cfg)
     print(json.dumps({k: v for k, v in summary.items() if k != "recipe"}, indent=2))
     return 0

@@ -1,6 +1,6 @@
 """MAS attention masks in pure torch: segment ids in, boolean masks (or mask_mod closures) out.
 
-Notation: B batch, T sequence length, Q query length, K key length.
+Shapes in the notation declared in ``segmask.core`` (B batch, T sequence, Q queries, K keys).
 One convention everywhere: ``torch.bool``, True at ``[b, 0, q, k]`` means query q may attend key k.
 
 ``segment_ids`` [B, T] (int): value s >= 0 marks a bidirectional prompt segment, -1 a causal token (answer,

@@ -1,6 +1,6 @@
 """Segment runs: where each run of one segment id starts and ends. Every caller that needs boundaries uses these.
 
-Notation (declared once for the package in ``segmask.core``): B batch, T sequence length.
+Shapes in the notation declared in ``segmask.core`` (B batch, T sequence length).
 
 A run is a maximal stretch of equal ids in one sample: a bidirectional segment (id >= 0) or a stretch of causal
 tokens (-1). Two neighbouring positions lie in the same *segment* when they hold the same id >= 0.

@@ -70,47 +70,53 @@ def evaluate(
         The summary dict: ``tasks`` {name: {acc, ci_low, ci_high, n, correct, picks, answers, (acc_norm ...)}},
         ``mean``, ``settings``, ``seconds``, ``examples_per_s``, and ``predictions`` (the per-example rows).
     """
-    from ..hf.backend import is_enabled
-    from ..hf.enable import disable, enable
-
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    check_choice("protocol", protocol, PROTOCOLS)
     check_choice("mask", mask, EVAL_MASKS)
-    if option_order not in OPTION_ORDERS:
-        raise ValueError(f"option_order must be one of {OPTION_ORDERS}, got {option_order!r}")
+    check_choice("option_order", option_order, OPTION_ORDERS)
     if prompt_form == "qa" and protocol != "choice":
         raise ValueError(f"prompt form 'qa' lists no labels: use it with protocol 'choice', not {protocol!r}")
     task_list = resolve_tasks(tasks, data_dir)
     records = {t.name: load_records(t, data_dir, limit=limit, seed=seed) for t in task_list}
-    was_enabled = is_enabled(model)
-    if mask == "mas" and not was_enabled:
-        enable(model)
-    bar = _progress(sum(map(len, records.values())), progress)
-    start = time.perf_counter()
-    rows: list[dict] = []
-    kwargs = {"mask": mask, "prompt_form": prompt_form, "system": system, "option_order": option_order,
-              "batch_size": batch_size, "on_batch": bar.update}
-    if protocol == "generate":
-        kwargs.update(num_beams=num_beams, max_new_tokens=max_new_tokens)
-    try:
-        for task in task_list:
-            bar.set_description(task.name)
-            rows += RUNNERS[protocol](model, tokenizer, task, records[task.name], **kwargs)
-    finally:
-        bar.close()
-        if mask == "mas" and not was_enabled:
-            disable(model)
-    seconds = time.perf_counter() - start
     settings = {"protocol": protocol, "mask": mask, "limit": limit, "seed": seed, "batch_size": batch_size,
                 "prompt_form": prompt_form, "system": system, "option_order": option_order, **(meta or {})}
+    runner_kwargs = {"mask": mask, "prompt_form": prompt_form, "system": system, "option_order": option_order,
+                     "batch_size": batch_size}
     if protocol == "generate":
         settings.update(num_beams=num_beams, max_new_tokens=max_new_tokens)
+        runner_kwargs.update(num_beams=num_beams, max_new_tokens=max_new_tokens)
+    start = time.perf_counter()
+    rows = _predict(model, tokenizer, task_list, records, protocol, runner_kwargs, progress)
+    seconds = time.perf_counter() - start
     summary = summarize(rows, [t.name for t in task_list], protocol)
     summary.update(settings=settings, seconds=seconds, examples_per_s=len(rows) / seconds if seconds else math.nan)
     if out_dir is not None:
         write_run(out_dir, summary, rows)
     summary["predictions"] = rows
     return summary
+
+
+def _predict(model: Any, tokenizer: Any, task_list: Sequence[Any], records: dict[str, list[dict]], protocol: str,
+             kwargs: dict, progress: bool) -> list[dict]:
+    """The prediction rows of every task by ``protocol``'s runner (called with ``kwargs``); MAS enabled on
+    ``model`` for the call when ``kwargs["mask"]`` needs it."""
+    from ..hf.backend import is_enabled
+    from ..hf.enable import disable, enable
+
+    mask = kwargs["mask"]
+    was_enabled = is_enabled(model)
+    if mask == "mas" and not was_enabled:
+        enable(model)
+    bar = _progress(sum(map(len, records.values())), progress)
+    rows: list[dict] = []
+    try:
+        for task in task_list:
+            bar.set_description(task.name)
+            rows += RUNNERS[protocol](model, tokenizer, task, records[task.name], on_batch=bar.update, **kwargs)
+    finally:
+        bar.close()
+        if mask == "mas" and not was_enabled:
+            disable(model)
+    return rows
 
 
 def _progress(total: int, enabled: bool):

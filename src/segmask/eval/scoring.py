@@ -1,6 +1,7 @@
 """Score a model on benchmark prompts, batched, with MAS or causal prefill: generation and log-likelihood.
 
-Notation: B prompts in a batch, R = (prompt, choice) rows, P padded prompt length, M longest continuation, V vocab.
+Shapes in ``segmask.core``'s notation (B prompts, P padded prompt length), plus R = (prompt, choice) rows and M
+the longest continuation.
 
 The prompts come from ``prompts.py`` (prompt forms, eval masks, log-likelihood requests).
 

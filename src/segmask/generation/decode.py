@@ -12,7 +12,7 @@ forward itself ends every row still decoding.
     >>> loop = DecodeLoop(model, tokenizer, mas=True)              # model: segmask.enable()d causal LM
     >>> loop.run_batch([GenRequest(input_ids=[...], segment_ids=[...], max_new_tokens=32, on_event=print)])
 
-Notation: B rows in a batch, T padded prompt length, P cached prefix length, V vocabulary size.
+Shapes in the notation of ``segmask.core`` (B rows, T padded prompt length, P cached prefix, V vocabulary).
 """
 
 from __future__ import annotations

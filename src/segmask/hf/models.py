@@ -98,11 +98,6 @@ def base_of(name_or_path: str) -> str:
     return MAS_READY[name_or_path][0] if name_or_path in MAS_READY else name_or_path
 
 
-def is_mas_ready(name_or_path: str) -> bool:
-    """True for the embedded MAS-ready names (their shipped adapter was trained under MAS)."""
-    return name_or_path in MAS_READY
-
-
 def resolve(name_or_path: str) -> tuple[str, dict[str, Any]]:
     """Turn a model name into (path or id, extra ``from_pretrained`` kwargs), converting embedded GGUF once."""
     if name_or_path not in _EMBEDDED:

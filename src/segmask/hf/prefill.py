@@ -12,8 +12,9 @@ measured by ``benchmarks/bench_prefill.py`` (see docs/PERFORMANCE.md); ``mas_pre
     >>> out = mas_prefill(model, batch["input_ids"], batch["segment_ids"], attention_mask=batch["attention_mask"])
     >>> out.logits[:, -1], out.past_key_values     # next-token logits and the cache to decode from
 
-Shapes: B batch, T prompt tokens of this call, P tokens already in the cache. ``segment_ids`` [B, >= P + T] is
-aligned with absolute positions as in ``segmask.hf.hook`` (-1 = causal; positions past its end are causal).
+Shapes in ``segmask.core``'s notation (T: prompt tokens of this call, P: tokens already in the cache).
+``segment_ids`` [B, >= P + T] is aligned with absolute positions as in ``segmask.hf.hook`` (-1 = causal; positions
+past its end are causal).
 """
 
 from __future__ import annotations

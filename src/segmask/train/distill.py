@@ -4,7 +4,7 @@ that optimises it (some steps on answers the student samples itself under MAS pr
     loss = sum_t w_t KL(p_teacher(. | prompt, a_<t) || p_student(. | prompt, a_<t)) / sum_t w_t,
     w_t = 1 + early_weight * exp(-t / early_tokens)          (t = 0 for the first answer token)
 
-Notation: B rows, T padded length, A answer tokens of the batch (row-major), k teacher top-k, V vocabulary.
+Shapes in ``segmask.core``'s notation, plus A answer tokens of the batch (row-major) and k the teacher top-k.
 """
 
 from __future__ import annotations

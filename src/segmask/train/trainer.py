@@ -23,7 +23,8 @@ from typing import Any, Sequence
 
 from ..core.packing import PackedCollator, PackedDataset, pack
 from ..core.questions import ANSWER_FORMS, OPTION_ORDERS
-from ..core.recipe import BASE_MODEL, MASKS, PROMPT_FORMS, check_choice
+from ..core.recipe import BASE_MODEL, MAS_MODEL, MASKS, PROMPT_FORMS, check_choice
+from ..hf.backend import MASKED_BACKENDS
 from .data import ExampleDataset, SegmentCollator, load_records, mix, prepare
 from .lora import LoraSettings, save_adapter, settings_dict
 
@@ -35,26 +36,28 @@ EXTRA_LOGS = ("kl",)  # logged values a Trainer subclass may add (adapt: mean KL
 class LoopConfig:
     """The optimisation loop shared by ``train`` and ``adapt``: steps, batches, optimiser, LoRA, checkpoints."""
 
-    epochs: float = 1.0
+    epochs: float = field(default=1.0, metadata={"help": "passes over the data"})
     max_steps: int = field(default=-1, metadata={"help": "optimizer steps; overrides epochs when > 0"})
     batch_size: int = field(default=4, metadata={"help": "micro batch per device"})
     grad_accum: int = field(default=4, metadata={"help": "micro batches per optimizer step"})
-    lr: float = 2e-4
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    seed: int = 42
+    lr: float = field(default=2e-4, metadata={"help": "peak learning rate (linear decay)"})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warmup steps"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    seed: int = field(default=42, metadata={"help": "seed of data order, LoRA init and dropout"})
     lora: LoraSettings = field(default_factory=LoraSettings)
-    dtype: str = "float32"
-    attn: str = "sdpa"
-    logging_steps: int = 5
-    save_steps: int = 100
-    save_total_limit: int = 2
+    dtype: str = field(default="float32", metadata={"help": "parameter dtype: float32, bfloat16 or float16"})
+    attn: str = field(default="sdpa", metadata={"help": "attention backend", "choices": MASKED_BACKENDS})
+    logging_steps: int = field(default=5, metadata={"help": "log the loss every this many steps"})
+    save_steps: int = field(default=100, metadata={"help": "checkpoint every this many steps"})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
     init_adapter: str | None = field(default=None, metadata={
         "help": "start from this LoRA adapter merged into the base (e.g. the MAS-ready chat adapter)"})
-    resume: bool | str = field(default=False, metadata={"help": "True: last checkpoint in output_dir; or a path"})
-    save_dtype: str | None = field(default=None, metadata={"help": "store final adapter weights in this dtype"})
+    resume: bool | str = field(default=False, metadata={
+        "help": "continue from the last checkpoint in the output folder (or from the given checkpoint folder)"})
+    save_dtype: str | None = field(default=None, metadata={
+        "help": "store the final adapter in this dtype, e.g. float16"})
     group_by_length: bool = field(default=True, metadata={"help": "batch similar lengths (less padding)"})
-    progress: bool = True
+    progress: bool = field(default=True, metadata={"help": "progress bar and data summary"})
 
     def check_loop(self) -> None:
         """Validate the shared fields (called by each config's ``__post_init__``)."""
@@ -77,16 +80,20 @@ class LoopConfig:
 class TrainConfig(LoopConfig):
     """One training run. Defaults follow the paper (lr 2e-4, cutoff 256, LoRA r=32/alpha=64 on q_proj+v_proj)."""
 
-    data: list[str] = field(metadata={"help": "LLM-Adapters JSON files/folders or chat JSONL files, mixed"})
+    data: list[str] = field(metadata={
+        "help": "LLM-Adapters .json files/folders or chat .jsonl files (mixed, shuffled)"})
     output_dir: str = field(metadata={"help": "checkpoints, loss curve and the final adapter (output_dir/adapter)"})
-    mask: str = field(default="mas", metadata={"help": "mas or causal: the only difference between arms"})
-    model: str = field(default=BASE_MODEL, metadata={"help": "embedded name, HF id or local path"})
-    prompt_form: str = field(default="commonsense", metadata={"help": "commonsense or chat"})
+    mask: str = field(default="mas", metadata={"help": "the only difference between arms", "choices": MASKS})
+    model: str = field(default=BASE_MODEL, metadata={
+        "help": f"embedded name, HF id or local path ({MAS_MODEL}: start from the MAS-ready model)"})
+    prompt_form: str = field(default="commonsense", metadata={"help": "how records become prompts",
+                                                              "choices": PROMPT_FORMS})
     system: str | None = field(default=None, metadata={"help": "system message for the chat form"})
-    answer_form: str = field(default="label", metadata={
+    answer_form: str = field(default="label", metadata={"choices": ANSWER_FORMS,
         "help": "label (the data's 'the correct answer is answer3') or text (the option's text, as eval's choice "
                 "protocol scores it)"})
-    option_order: str = field(default="after", metadata={"help": "commonsense options after or before the question"})
+    option_order: str = field(default="after", metadata={"help": "commonsense options after or before the question",
+                                                         "choices": OPTION_ORDERS})
     cutoff: int = field(default=256, metadata={"help": "max tokens per example (segments are never cut)"})
     max_examples: int | None = field(default=None, metadata={"help": "keep this many mixed rows (None: all)"})
     packing: bool = field(default=False, metadata={
@@ -213,6 +220,19 @@ def build_data(cfg: TrainConfig, tokenizer: Any):
                    answer_form=cfg.answer_form, option_order=cfg.option_order)
 
 
+def batches(cfg: TrainConfig, examples: Sequence[Any], pad_token_id: int) -> tuple[Any, Any]:
+    """(dataset, collator) for the Trainer: packed rows (``cfg.packing``) or right-padded examples; the causal arm's
+    batches carry no ``segment_ids``."""
+    with_segments = cfg.mask == "mas"
+    if not cfg.packing:
+        return (ExampleDataset(examples),
+                SegmentCollator(pad_token_id, with_segments=with_segments, max_length=cfg.cutoff))
+    rows = pack(examples, cfg.cutoff)
+    if cfg.progress:
+        print(f"packing: {len(examples)} examples in {len(rows)} rows of <= {cfg.cutoff} tokens", flush=True)
+    return PackedDataset(rows), PackedCollator(pad_token_id, with_segments=with_segments)
+
+
 def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
     """Run one arm; returns a summary (steps, final loss, wall-clock, tokens/s, data counts, adapter folder).
 
@@ -238,14 +258,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> dict
         enable(model)
     model.train()
     meta = segmask_config(mask=cfg.mask, prompt_form=cfg.prompt_form, base_model=cfg.model, recipe=cfg.recipe())
-    if cfg.packing:
-        rows = pack(examples, cfg.cutoff)
-        dataset, collator = PackedDataset(rows), PackedCollator(tokenizer.pad_token_id, with_segments=cfg.mask == "mas")
-        if cfg.progress:
-            print(f"packing: {len(examples)} examples in {len(rows)} rows of <= {cfg.cutoff} tokens", flush=True)
-    else:
-        dataset = ExampleDataset(examples)
-        collator = SegmentCollator(tokenizer.pad_token_id, with_segments=cfg.mask == "mas", max_length=cfg.cutoff)
+    dataset, collator = batches(cfg, examples, tokenizer.pad_token_id)
     trainer, result, wall = run_trainer(model, cfg, dataset, collator, meta)
     main = trainer.is_world_process_zero()  # under accelerate/torchrun only the main process writes files
     adapter = out / "adapter"

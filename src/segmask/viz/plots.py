@@ -5,7 +5,7 @@
     >>> figure = mask_and_attention_figure(tokenizer, batch, {"MAS": maps, "causal": causal_maps}, layers=[0, -1])
     >>> figure.savefig("attention.png")
 
-Notation: T prompt length, L number of selected layers. Rows of every picture are queries, columns keys.
+Shapes in ``segmask.core``'s notation (L: the selected layers). Rows of every picture are queries, columns keys.
 """
 
 from __future__ import annotations
