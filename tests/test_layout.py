@@ -13,6 +13,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "segmask"
 LAYERS = {"core": 1, "hf": 2, "generation": 3, "train": 4, "eval": 4, "serve": 4, "viz": 4, "vllm": 4, "cli": 5}
 """Subpackage -> layer. A module may import its own subpackage and lower layers only; the facade modules
 ``segmask/__init__.py`` and ``__main__.py`` (layer 6) may import anything and nothing imports them."""
+FACADE_USERS = ("vllm",)
+"""Plugin subpackages that are loaded from outside (vLLM's plugin entry point) and use segmask's public top-level
+names (``segmask.encode_chat``): they may import the facade ``segmask``, and no module imports them."""
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
 
@@ -71,7 +74,10 @@ def test_imports_point_down_and_skip_private_names(module):
     for target, names, line in imports(MODULES[module]):
         where = f"{module} line {line} imports {target}"
         target_layer, target_package = layer(target)
-        assert target_package == own_package or target_layer < own_layer, f"{where}: an upward or sideways import"
+        facade = target == "segmask" and own_package in FACADE_USERS
+        assert target_package == own_package or target_layer < own_layer or facade, \
+            f"{where}: an upward or sideways import"
+        assert target_package not in FACADE_USERS or own_package == target_package, f"{where}: a plugin is imported"
         private = [n for n in names if n.startswith("_") and not n.startswith("__")]
         assert target == module or not private, f"{where}: private names {private}"
 
@@ -141,3 +147,25 @@ def test_the_checks_catch_what_they_forbid(tmp_path, monkeypatch):
         test_imports_point_down_and_skip_private_names("segmask.hf.b")
     with pytest.raises(AssertionError, match="cycle"):
         test_no_import_cycles()
+    (pkg / "vllm").mkdir()
+    (pkg / "vllm" / "__init__.py").write_text("import segmask\nfrom ..core.a import thing\n")
+    (pkg / "cli").mkdir()
+    (pkg / "cli" / "run.py").write_text("from ..vllm import plugin\n")
+    monkeypatch.setattr(f"{__name__}.MODULES", {module_name(p): p for p in sorted(pkg.rglob("*.py"))})
+    test_imports_point_down_and_skip_private_names("segmask.vllm")  # the plugin may use the public facade
+    with pytest.raises(AssertionError, match="plugin"):
+        test_imports_point_down_and_skip_private_names("segmask.cli.run")
+
+
+def test_public_names_resolve():
+    """``import segmask`` gives every name of ``__all__`` and every function the README's API table names."""
+    import re
+
+    import segmask
+
+    readme = (SRC.parents[1] / "README.md").read_text()
+    api = readme[readme.index("## API"):readme.index("## Supported models")]
+    documented = set(re.findall(r"^\| `(\w+)\(", api, re.M)) | set(re.findall(r"`(\w+)\(model\)`", api))
+    assert {"segment_mask", "encode_chat", "enable", "load_model"} <= documented
+    missing = [n for n in [*segmask.__all__, *documented] if not hasattr(segmask, n)]
+    assert not missing
