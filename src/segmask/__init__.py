@@ -25,7 +25,7 @@ from .generation.conversation import Conversation
 from .generation.prefix_cache import PrefixCache
 from .hf.attention import build_mas_masks
 from .hf.backend import is_enabled
-from .hf.enable import disable, enable
+from .hf.hook import disable, enable
 from .hf.models import load_model
 from .hf.prefill import mas_prefill
 

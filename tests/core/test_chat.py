@@ -29,13 +29,6 @@ GEMMA_TEMPLATE = (
 )
 
 
-@pytest.fixture(scope="module")
-def tok():
-    from segmask.hf.models import load_tokenizer
-
-    return load_tokenizer()
-
-
 def with_template(tok, template, specials=()):
     """A copy of ``tok`` with another chat template (and its markup registered as special tokens, as the
     template's own tokenizer would have them)."""

@@ -21,13 +21,6 @@ RECORD = {
 }
 
 
-@pytest.fixture(scope="module")
-def tok():
-    from segmask.hf.models import load_tokenizer
-
-    return load_tokenizer()
-
-
 def texts_by_segment(tok, example):
     out = {}
     for tid, seg in zip(example.input_ids, example.segment_ids):

@@ -9,11 +9,6 @@ from ..hf_models import tiny_model
 
 
 @pytest.fixture(scope="module")
-def tok(tokenizer):
-    return tokenizer
-
-
-@pytest.fixture(scope="module")
 def models(tok):
     """(sdpa model, MAS not enabled; eager copy with the same weights, the stock reference)."""
     model = tiny_model("llama", "sdpa", vocab_size=len(tok), max_position_embeddings=512)

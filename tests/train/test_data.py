@@ -14,18 +14,12 @@ import torch
 from segmask.train.data import (SegmentCollator, encode_record, fit_cutoff, load_records, mix, prepare,
                                 record_to_messages)
 from segmask.core.masks import CAUSAL
-from segmask.hf.models import load_tokenizer
 from segmask.core.segments import Example, IGNORE_INDEX
 from segmask.core.templates import COMMONSENSE_SYSTEM, RESPONSE
 
 RECORD = {"instruction": "Please answer the following question with true or false, question: is the sky blue?"
                          "\n\nAnswer format: true/false", "input": "", "output": "the correct answer is true",
           "answer": "true"}
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
 
 
 def labelled_text(tok, example: Example) -> str:

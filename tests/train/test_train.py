@@ -14,7 +14,6 @@ import torch
 from segmask.train.data import SegmentCollator, encode_record
 from segmask.train.lora import LoraSettings
 from segmask.core.recipe import load_adapter_config
-from segmask.hf.models import load_tokenizer
 from segmask.core.segments import IGNORE_INDEX
 from segmask.train import LOSS_CURVE, TrainConfig, train
 
@@ -24,11 +23,6 @@ QUESTIONS = ["is water wet", "is fire cold", "do birds fly", "is ice hot", "can 
 RECORDS = [{"instruction": f"Please answer the following question with true or false, question: {q}?\n\n"
                            "Answer format: true/false", "input": "",
             "output": f"the correct answer is {'true' if i % 2 == 0 else 'false'}"} for i, q in enumerate(QUESTIONS)]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
 
 
 @pytest.fixture()

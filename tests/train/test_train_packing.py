@@ -15,13 +15,6 @@ from ..hf_models import tiny_model
 from .test_train import RECORDS
 
 
-@pytest.fixture(scope="module")
-def tok():
-    from segmask.hf.models import load_tokenizer
-
-    return load_tokenizer()
-
-
 def run(tok, path, out, mask, packing, steps=4):
     # one optimizer step covers all 6 examples: 6 padded rows, or the (2) packed rows of <= 256 tokens
     cfg = TrainConfig(data=[str(path)], output_dir=str(out), mask=mask, packing=packing, max_steps=steps,

@@ -27,13 +27,6 @@ MODES = {"padded": dict(), "padding_free": dict(padding_free=True, max_length=No
          "packed": dict(packing=True, max_length=256)}
 
 
-@pytest.fixture(scope="module")
-def tok():
-    from segmask.hf.models import load_tokenizer
-
-    return load_tokenizer()
-
-
 def segmask_loss(tok, mas: bool) -> float:
     """The loss segmask's own trainer computes on all ROWS as one padded batch (before any update)."""
     import segmask

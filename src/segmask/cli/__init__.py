@@ -91,7 +91,7 @@ def chosen_mask(args: argparse.Namespace) -> str:
 
 def load_chosen(args: argparse.Namespace) -> tuple:
     """``(model, tokenizer)`` of ``chosen_model(args)`` (+ ``--adapter``) with MAS enabled; sets ``args.model``."""
-    from ..hf.enable import enable
+    from ..hf.hook import enable
     from ..hf.models import load_model
 
     args.model = chosen_model(args)

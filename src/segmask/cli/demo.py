@@ -78,7 +78,7 @@ def _default_pair(args: argparse.Namespace):
     from peft import PeftModel
 
     from ..core.recipe import BASE_MODEL, DEFAULT_MODEL
-    from ..hf.enable import enable
+    from ..hf.hook import enable
     from ..hf.models import MAS_READY, load_model, shipped_adapter
 
     base, tokenizer = load_model(BASE_MODEL, dtype=args.dtype, attn_implementation=args.attn, device=args.device)

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     causal = chosen_mask(args) == "causal"
     kwargs = decoding_kwargs(args, tokenizer)
     kwargs["num_return_sequences"] = args.num_return_sequences
-    cache = None if causal or args.no_prefix_cache else _prefix_cache(PrefixCache, model, tokenizer)
+    cache = None if causal or args.no_prefix_cache else PrefixCache.for_model(model, tokenizer)
     torch.manual_seed(args.seed)
     out = open(args.output, "w") if args.output else sys.stdout
     try:
@@ -132,11 +132,3 @@ def run(args: argparse.Namespace) -> int:
         if out is not sys.stdout:
             out.close()
     return 0
-
-
-def _prefix_cache(cls, model, tokenizer):
-    """A prefix cache, or None for models whose sliding-window layers cannot reuse prefixes."""
-    try:
-        return cls(model, tokenizer)
-    except ValueError:
-        return None

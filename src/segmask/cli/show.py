@@ -87,7 +87,7 @@ def write_png(args: argparse.Namespace, tokenizer, batch) -> None:
 
     maps, layers = None, []
     if args.attention:
-        from ..hf.enable import enable
+        from ..hf.hook import enable
         from ..hf.models import load_model
         from ..viz.plots import attention_maps
 

@@ -41,8 +41,8 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from ..core.masks import CAUSAL
 from ..core.recipe import BASE_MODEL, MASKS, check_choice, resolve_adapter
-from .scoring import continuation_scores
 from ..core.segments import Example, Piece, collate, encode_pieces, pad_token_id
+from .scoring import continuation_scores
 
 SEGMENTS = ("context", "split", "question")
 
@@ -59,7 +59,7 @@ class SegmaskLM(LM):
         super().__init__()
         if unused:
             raise ValueError(f"unknown segmask model_args {sorted(unused)}; see `pydoc segmask.eval.lmeval`")
-        from ..hf.enable import enable
+        from ..hf.hook import enable
         from ..hf.models import load_model
 
         mask = resolve_adapter(adapter, mask).mask

@@ -100,7 +100,7 @@ def _predict(model: Any, tokenizer: Any, task_list: Sequence[Any], records: dict
     """The prediction rows of every task by ``protocol``'s runner (called with ``kwargs``); MAS enabled on
     ``model`` for the call when ``kwargs["mask"]`` needs it."""
     from ..hf.backend import is_enabled
-    from ..hf.enable import disable, enable
+    from ..hf.hook import disable, enable
 
     mask = kwargs["mask"]
     was_enabled = is_enabled(model)

@@ -143,6 +143,11 @@ class PrefixCache:
         self.hits = 0
         self.misses = 0
 
+    @classmethod
+    def for_model(cls, model: torch.nn.Module, tokenizer: Any = None, **kwargs: Any) -> "PrefixCache | None":
+        """A cache for ``model``, or None when it has sliding-window layers (they keep no full prefix)."""
+        return None if "sliding_attention" in layer_kinds(unwrap(model).config) else cls(model, tokenizer, **kwargs)
+
     def __len__(self) -> int:
         return len(self._entries)
 

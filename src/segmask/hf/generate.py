@@ -1,15 +1,6 @@
-"""The ``generate`` integration: what ``segmask.enable`` changes in a model's ``generate`` for MAS prompts.
-
-``install(lm)`` sets three instance attributes on the transformers model (undone by ``uninstall``):
-
-- ``generate``: takes the extra keyword ``prefill_route`` (see ``mas_generate``) and, for calls with ``segment_ids``,
-  may prefill all but the last chunk of the prompt segment by segment first (``generate_prefill``).
-- ``create_masks_for_generate``: while a ``generate`` call carries ``segment_ids``, keeps the 2-D padding mask, so
-  the decoder hook builds the MAS mask for prefill even with a compilable cache (StaticCache), and the model its own
-  causal mask after.
-- ``_validate_model_kwargs``: accepts ``segment_ids``, which travels through ``**kwargs`` to the decoder hook.
-
-During such a call the flag ``GENERATING`` is kept in the model's ``__dict__``.
+"""The ``generate`` integration: the instance overrides ``segmask.enable`` installs so that ``model.generate(...,
+segment_ids=...)`` prefills under MAS (listed in ``enable``'s docstring), and ``generate_prefill``, the segment route
+for long prompts.
 """
 
 from __future__ import annotations
@@ -30,7 +21,7 @@ OVERRIDES = ("_validate_model_kwargs", "generate", "create_masks_for_generate", 
 
 def install(lm: torch.nn.Module) -> None:
     """Override ``generate``, ``create_masks_for_generate`` and ``_validate_model_kwargs`` of this one transformers
-    model (see the module docstring); models without ``_validate_model_kwargs`` are left alone."""
+    model (what each does: ``segmask.enable``'s docstring); models without ``_validate_model_kwargs`` are left alone."""
     if not hasattr(lm, "_validate_model_kwargs"):
         return
     stock_validate, stock_generate = lm._validate_model_kwargs, lm.generate

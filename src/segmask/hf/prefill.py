@@ -194,7 +194,3 @@ def mas_prefill(model: torch.nn.Module, input_ids: torch.Tensor, segment_ids: to
     segment_ids = pad_segment_ids(as_segment_ids(segment_ids).to(input_ids.device), total)[:, :total]
     return model(input_ids=input_ids, attention_mask=attention_mask, segment_ids=segment_ids, position_ids=position_ids,
                  use_cache=True, logits_to_keep=logits_to_keep, **{cache_kwarg(model): past_key_values})
-
-
-__all__ = ["CALL_COST_TOKENS", "ROUTES", "choose_route", "chunk_bounds", "chunk_mask", "mas_prefill",
-           "pair_cost_tokens", "segment_prefill"]

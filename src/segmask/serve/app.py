@@ -27,7 +27,7 @@ from typing import Any
 from ..core.chat import chat_example
 from ..core.segments import Example
 from ..generation.prefix_cache import PrefixCache
-from ..hf.enable import enable
+from ..hf.hook import enable
 from .batcher import Batcher, QueueFull
 from .response import Job, TokenText
 from .schema import ApiError, ChatParams, parse_request, show
@@ -102,14 +102,10 @@ def create_app(model: Any, tokenizer: Any, config: ServeConfig):
 def _batcher(model: Any, tokenizer: Any, config: ServeConfig) -> Batcher:
     """The request batcher: MAS enabled on ``model`` when ``config.mas``, with a prefix cache when it has memory and
     the model only full-attention layers."""
-    prefix_cache = None
     if config.mas:
         enable(model)
-        if config.prefix_cache_bytes > 0:
-            try:
-                prefix_cache = PrefixCache(model, tokenizer, max_bytes=config.prefix_cache_bytes)
-            except ValueError:  # sliding-window layers keep no full prefix: serve without reuse
-                prefix_cache = None
+    prefix_cache = None if not config.mas or config.prefix_cache_bytes == 0 else \
+        PrefixCache.for_model(model, tokenizer, max_bytes=config.prefix_cache_bytes)
     return Batcher(model, tokenizer, mas=config.mas, max_batch_size=config.max_batch_size,
                    batch_wait_s=config.batch_wait_s, max_queue=config.max_queue, prefix_cache=prefix_cache)
 

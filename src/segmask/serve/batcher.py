@@ -29,14 +29,12 @@ class Batcher(DecodeLoop):
     """Queue of ``GenRequest``s served by one worker thread in batches (see the module docstring).
 
     Args:
-        model: causal LM with ``segmask.enable`` applied (needed only when ``mas`` is True).
-        tokenizer: its tokenizer (pad and EOS ids are taken from it and the model's generation config).
-        mas: prefill with the requests' segment ids; False prefills causally (segment ids ignored).
+        model, tokenizer, mas: as for ``DecodeLoop``.
         max_batch_size: most requests prefilled and decoded together.
         batch_wait_s: how long the worker waits for more requests before starting a batch.
         max_queue: waiting requests beyond this are refused with ``QueueFull``.
-        prefix_cache: a ``segmask.generation.prefix_cache.PrefixCache`` for this model: requests whose leading
-            segments (e.g. a shared system prompt) are stored skip their prefill; cold requests store theirs. MAS only.
+        prefix_cache: as for ``DecodeLoop``; requests whose leading segments (e.g. a shared system prompt) are
+            stored skip their prefill.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, mas: bool = True, max_batch_size: int = 8,

@@ -219,7 +219,7 @@ def adapt(cfg: AdaptConfig, *, model: Any = None, tokenizer: Any = None) -> dict
     from transformers import set_seed
 
     from ..hf.backend import check_backend
-    from ..hf.enable import enable
+    from ..hf.hook import enable
     from .lora import add_lora
 
     out = Path(cfg.output_dir)

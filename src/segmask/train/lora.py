@@ -126,7 +126,7 @@ def load_adapter(
 
     ``base_model`` defaults to the one recorded in ``segmask.json`` (else the PEFT config's base model path).
     """
-    from ..hf.enable import enable
+    from ..hf.hook import enable
     from ..hf.models import load_model
 
     cfg = load_adapter_config(folder)

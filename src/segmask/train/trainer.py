@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from ..core.packing import PackedCollator, PackedDataset, pack
 from ..core.questions import ANSWER_FORMS, OPTION_ORDERS
-from ..core.recipe import BASE_MODEL, MAS_MODEL, MASKS, PROMPT_FORMS, check_choice
+from ..core.recipe import BASE_MODEL, MASKS, MAS_MODEL, PROMPT_FORMS, check_choice
 from ..hf.backend import MASKED_BACKENDS
 from .data import ExampleDataset, SegmentCollator, load_records, mix, prepare
 from .lora import LoraSettings, save_adapter, settings_dict
@@ -242,7 +242,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> dict
     """
     from transformers import set_seed
 
-    from ..hf.enable import enable
+    from ..hf.hook import enable
     from .lora import add_lora, segmask_config
 
     out = Path(cfg.output_dir)

@@ -36,7 +36,7 @@ from trl.data_utils import get_dataset_column_names, pack_dataset
 from ..core.masks import CAUSAL
 from ..core.packing import unique_segment_ids
 from ..core.recipe import MASKS, check_choice
-from ..hf.enable import enable
+from ..hf.hook import enable
 from .data import encode_record
 
 COLUMNS = ("input_ids", "labels", "segment_ids")
