@@ -6,7 +6,8 @@ path, kernel and cache route is the one a real checkpoint takes. Three parts:
 1. Masks: MAS logits of ``segmask.enable(model)`` on each backend (eager, sdpa, flex_attention) against an
    independent dense reference (an additive 4D mask written here from the definition, run on eager), float32 with
    TF32 off; SmolLM2-135M, Qwen2.5-0.5B, Gemma-3-270M and Llama-3.2-1B shapes, prompts of three segments + a causal
-   header, left padding. bfloat16 on the same inputs: logit error against the float32 reference and top-1 agreement.
+   header, left padding. bfloat16 on the same inputs: the MAS logits' error against the float32 reference must stay
+   within 1.5x the error bfloat16 itself gives the stock causal path of the same model against its float32 logits.
 2. Generation: ``segmask.generate`` greedy (KV cache, MAS prefill) against full recomputation at every step under
    the dense mask, and the batch against each prompt alone.
 3. Speed (bfloat16): prefill of 8 x 2,048 tokens (system 256 + user 1,760 + header 32) under MAS against plain
@@ -137,8 +138,10 @@ def check_masks(results: dict) -> bool:
                     entry = {"max_abs_err": err, "top1_agree": top1, "scale": ref[real].abs().max().item()}
                     if dtype == torch.float32:
                         entry["ok"] = err < 1e-3 and (causal - ref)[real].abs().max().item() > 1e-2
-                    else:
-                        entry["ok"] = top1 > 0.97
+                    else:  # bf16 rounding itself, measured on the stock causal path of the same model and inputs
+                        plain = {k: v for k, v in batch.items() if k != "segment_ids"}
+                        base = (mas_logits(model, plain).float() - causal)[real].abs().max().item()
+                        entry.update(causal_bf16_err=base, ok=err <= 1.5 * base + 1e-3)
                 except Exception as e:  # a backend that fails is a result, not a crash of the whole check
                     entry = {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
                 ok &= entry["ok"]

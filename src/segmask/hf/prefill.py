@@ -92,13 +92,12 @@ def chunk_mask(segment_ids: torch.Tensor, attention_mask: torch.Tensor | None, s
         attention_mask: [B, >= end] 2-D padding mask (1 = real) or None.
 
     Returns:
-        bool [B, 1, end - start, end], True at [b, 0, i, k]: query start + i may attend key k; or a broadcastable
-        all-True [B, 1, 1, 1] when every entry would be True (sdpa then runs without a per-element mask).
+        bool [B, 1, end - start, end], contiguous, True at [b, 0, i, k]: query start + i may attend key k. Always
+        materialized, also when every entry is True: on CUDA a broadcast [B, 1, 1, 1] mask fails inside sdpa
+        (cuDNN in bfloat16; "last dimension must be contiguous" in the memory-efficient kernel in float32;
+        measured on an H100, docs/GPU.md).
     """
-    mask = segment_mask_rows(segment_ids, attention_mask, start=start, end=end)
-    if bool(mask.all()):
-        return torch.ones(mask.shape[0], 1, 1, 1, dtype=torch.bool, device=mask.device)
-    return mask
+    return segment_mask_rows(segment_ids, attention_mask, start=start, end=end).contiguous()
 
 
 def _direct_masks_ok(config: Any, cache: Any, query_length: int, total: int) -> bool:
