@@ -23,6 +23,7 @@ from typing import Any, Sequence
 SEGMENT_ROLES = ("system", "developer", "user", "tool")
 CAUSAL_ROLES = ("assistant",)
 _PROBE = "\u2063"  # invisible separator: content of probe messages, never in real prompts
+_PROBE_CONTENTS = (_PROBE, "\n\n", " a", "a.", "<")  # contents whose first characters tokenize differently
 _HEADERS_ATTR = "_segmask_turn_headers"
 
 Range = tuple[int, int]
@@ -41,10 +42,7 @@ def turn_headers(tokenizer: Any) -> dict[tuple[int, ...], bool]:
         raise ValueError("tokenizer has no chat template: segments cannot be found from chat headers")
     headers: dict[tuple[int, ...], bool] = {}
     for role in SEGMENT_ROLES + CAUSAL_ROLES:
-        text = _turn_text(tokenizer, role)
-        if text is None or _PROBE not in text:
-            continue
-        header = _encode(tokenizer, text[: text.index(_PROBE)])
+        header = _role_header(tokenizer, role)
         if header:
             headers.setdefault(header, role in SEGMENT_ROLES)
     generation = _generation_header(tokenizer)
@@ -124,15 +122,31 @@ def _header_starts(ids: list[int], headers: dict[tuple[int, ...], bool]) -> list
     return starts
 
 
-def _turn_text(tokenizer: Any, role: str) -> str | None:
+def _role_header(tokenizer: Any, role: str) -> tuple[int, ...]:
+    """The tokens every ``role`` turn starts with, whatever its content: the common token prefix of the turn
+    rendered with several probe contents (a header's last token can merge with the content, e.g. "\\n" + "\\n\\n")."""
+    turns = [_turn_text(tokenizer, role, content) for content in _PROBE_CONTENTS]
+    if any(turn is None for turn in turns):
+        return ()
+    encoded = [_encode(tokenizer, turn) for turn in turns]
+    common = 0
+    while all(len(ids) > common and ids[common] == encoded[0][common] for ids in encoded):
+        common += 1
+    return encoded[0][:common]
+
+
+def _turn_text(tokenizer: Any, role: str, content: str) -> str | None:
+    """The text one ``role`` message with ``content`` adds after a system message (the system turn itself for
+    ``role == "system"``); None when the template refuses it."""
     system = [{"role": "system", "content": _PROBE}]
     try:
         if role == "system":
-            return _render(tokenizer, system, False)
-        return _render(tokenizer, system + [{"role": role, "content": _PROBE}], False)[
-            len(_render(tokenizer, system, False)):]
+            return _render(tokenizer, [{"role": "system", "content": content}], False)
+        before = _render(tokenizer, system, False)
+        after = _render(tokenizer, system + [{"role": role, "content": content}], False)
     except Exception:  # the template refuses this role (or a system message): it has no such header
         return None
+    return after[len(before):] if after.startswith(before) else None
 
 
 def _generation_header(tokenizer: Any) -> tuple[int, ...]:
