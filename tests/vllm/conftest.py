@@ -2,7 +2,7 @@
 
 One engine for the module, in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, ``uni`` executor), so a test can
 take one of the plugin's hooks away and show the hazard it fixes. fp32, eager, one thread, 1 GiB of KV cache;
-chunked prefill on with a small step (64 tokens) and prefix caching on, as served.
+chunked prefill on with a small step (64 tokens) and prefix caching on with 32-token blocks.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 
 ADAPTER = Path(__file__).resolve().parents[2] / "adapters" / "smollm2-135m-mas-chat"
 STEP_TOKENS = 64
+BLOCK = 32  # the CPU kernel's smallest KV block (the default, 128, is longer than these prompts)
 
 
 def base_model_dir() -> str:
@@ -41,7 +42,7 @@ def vllm_engine():
     return LLM(base_model_dir(), dtype="float32", enforce_eager=True, max_model_len=512, seed=0,
                distributed_executor_backend="uni", enable_prefix_caching=True, enable_chunked_prefill=True,
                max_num_batched_tokens=STEP_TOKENS, max_num_seqs=16, enable_lora=True, max_lora_rank=32,
-               max_loras=1)
+               max_loras=1, block_size=BLOCK)
 
 
 @pytest.fixture(scope="session")
