@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 ADAPTER = Path(__file__).resolve().parents[2] / "adapters" / "smollm2-135m-mas-chat"
 STEP_TOKENS = 64
@@ -51,21 +50,3 @@ def reference_model():
     import segmask
 
     return segmask.load_model("smollm2-135m-instruct")
-
-
-def reference_greedy(model, prompt: list[int], ranges: list[tuple[int, int]], steps: int):
-    """Greedy tokens [steps] and their log-probabilities [steps] by full recomputation under an explicit additive
-    4-D MAS mask (``segmask.segment_mask``): no KV cache, no segmask hook."""
-    from segmask import segment_mask
-    from segmask.vllm import segment_ids_from_ranges
-
-    segments = segment_ids_from_ranges(ranges, len(prompt))
-    ids, logprobs = list(prompt), []
-    for _ in range(steps):
-        allowed = segment_mask(torch.tensor([segments + [-1] * (len(ids) - len(prompt))]))
-        additive = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([ids]), attention_mask=additive).logits[0, -1]
-        ids.append(int(logits.argmax()))
-        logprobs.append(float(logits.log_softmax(-1).max()))
-    return ids[len(prompt):], logprobs

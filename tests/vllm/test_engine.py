@@ -8,8 +8,9 @@ import pytest
 
 from segmask import encode_chat
 from segmask.vllm import find_segments
+from segmask.vllm.reference import reference_greedy
 
-from .conftest import ADAPTER, STEP_TOKENS, reference_greedy
+from .conftest import ADAPTER, STEP_TOKENS
 
 pytestmark = pytest.mark.vllm
 LOGPROB_TOL = 1e-3  # fp32: vLLM's kernels against transformers differ by ~1e-5; a hazard moves them by far more
