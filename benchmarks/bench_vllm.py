@@ -172,6 +172,26 @@ def burst(url: str, model: str, clients: int, max_tokens: int) -> dict:
             "ttft_p50": statistics.median(ttft), "ttft_p95": ttft[min(clients - 1, round(0.95 * (clients - 1)))]}
 
 
+def served_answers(urls: dict[str, str], name: str, steps: int = 12) -> dict[str, bool]:
+    """Whether each server's greedy answer to one chat equals the reference's MAS answer (decoded text)."""
+    import segmask
+    from openai import OpenAI
+    from segmask.vllm import find_segments
+    from segmask.vllm.reference import reference_greedy
+
+    model, tokenizer = segmask.load_model(name)
+    messages = chat(7)
+    prompt = segmask.encode_chat(tokenizer, messages)["input_ids"][0].tolist()
+    tokens, _ = reference_greedy(model, prompt, find_segments(tokenizer, prompt), steps)
+    expected = tokenizer.decode(tokens, skip_special_tokens=True)
+    answers = {}
+    for key, url in urls.items():
+        client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=900)
+        reply = client.chat.completions.create(model=name, messages=messages, temperature=0, max_tokens=steps)
+        answers[key] = reply.choices[0].message.content == expected
+    return answers
+
+
 def part_burst(clients: int = 16, max_tokens: int = 32) -> dict:
     name, path, bin_dir = "smollm2-135m-instruct", model_dir(), Path(sys.executable).parent
     OUT.mkdir(parents=True, exist_ok=True)
@@ -187,6 +207,7 @@ def part_burst(clients: int = 16, max_tokens: int = 32) -> dict:
         for key, proc in procs.items():
             _wait_ready(f"http://127.0.0.1:{ports[key]}", proc)
             burst(f"http://127.0.0.1:{ports[key]}", name, 2, 4)  # warm-up (and the shared system prompt)
+        answers = served_answers({k: f"http://127.0.0.1:{p}" for k, p in ports.items()}, name)
         results: dict[str, list[dict]] = {"vllm": [], "segmask": []}
         for round_ in range(2):
             for key in (("segmask", "vllm") if round_ == 0 else ("vllm", "segmask")):
@@ -197,7 +218,8 @@ def part_burst(clients: int = 16, max_tokens: int = 32) -> dict:
         for proc in procs.values():
             proc.wait(timeout=60)
     speedups = [v["tok_s"] / s["tok_s"] for v, s in zip(results["vllm"], results["segmask"])]
-    return {"clients": clients, "max_tokens": max_tokens, "results": results, "speedups": speedups}
+    return {"clients": clients, "max_tokens": max_tokens, "results": results, "speedups": speedups,
+            "answer_equals_reference": answers}
 
 
 PARTS = {"equality": part_equality, "throughput": part_throughput, "burst": part_burst}

@@ -36,6 +36,8 @@ def render(results: dict) -> str:
                          f"{_span([r['tok_s'] for r in rounds])} tok/s; TTFT p50 "
                          f"{_span([r['ttft_p50'] for r in rounds], 's')}, p95 "
                          f"{_span([r['ttft_p95'] for r in rounds], 's')} | {load} |")
+        same = ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in burst["answer_equals_reference"].items())
+        lines.append(f"| greedy answer over the OpenAI API equal to the reference's MAS answer | {same} | {load} |")
         lines.append(f"| **burst throughput, vLLM / segmask serve** | **{min(burst['speedups']):.1f}-"
                      f"{max(burst['speedups']):.1f}x** (per round) | {load} |")
     when = sorted({r["when"] for r in results.values()})
