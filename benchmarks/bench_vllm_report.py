@@ -38,8 +38,8 @@ def render(results: dict) -> str:
                          f"{_span([r['ttft_p95'] for r in rounds], 's')} | {load} |")
         same = ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in burst["answer_equals_reference"].items())
         lines.append(f"| greedy answer over the OpenAI API equal to the reference's MAS answer | {same} | {load} |")
-        lines.append(f"| **burst throughput, vLLM / segmask serve** | **{min(burst['speedups']):.1f}-"
-                     f"{max(burst['speedups']):.1f}x** (per round) | {load} |")
+        lines.append(f"| **burst throughput, vLLM / segmask serve** | **{min(burst['speedups']):.2f}-"
+                     f"{max(burst['speedups']):.2f}x** (per round) | {load} |")
     when = sorted({r["when"] for r in results.values()})
     lines.append("")
     lines.append(f"Measured {', '.join(when)} on the 2-core CPU **while a training run kept both cores busy** (load "
