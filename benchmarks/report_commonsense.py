@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from segmask.eval import compare_runs, format_picks, load_run
-from segmask.eval.run import summarize, write_run
+from reproduce_commonsense import TASKS, jobs, merge_parts
+from segmask.eval import compare_rows, format_picks, load_run
+from segmask.eval.run import summarize
 
 MDE_FACTOR = (1.96 + 0.8416) / 1.96
 """Minimum detectable effect (80% power, alpha 0.05 two-sided) = this times the 95% CI half-width."""
@@ -28,43 +29,30 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def load_condition(out: Path, name: str, tasks: list[str]) -> dict | None:
+def load_condition(out: Path, name: str) -> dict | None:
     """{summary, rows, tasks, partial} of an evaluation: the finished run, or the tasks finished so far."""
     folder = out / "eval" / name
     if (folder / "summary.json").exists():
         summary, rows = load_run(folder)
         return {"summary": summary, "rows": rows, "tasks": list(summary["tasks"]), "partial": False}
-    done = [t for t in tasks if (folder / "parts" / t / "summary.json").exists()]
+    rows, seconds, done = merge_parts(folder)
     if not done:
         return None
-    rows, seconds, protocol = [], 0.0, None
-    for task in done:
-        part, part_rows = load_run(folder / "parts" / task)
-        rows += part_rows
-        seconds += part["seconds"]
-        protocol = part["protocol"]
+    protocol = load_run(folder / "parts" / done[0])[0]["protocol"]
     summary = {**summarize(rows, done, protocol), "seconds": seconds}
     return {"summary": summary, "rows": rows, "tasks": done, "partial": True}
 
 
-def paired(out: Path, runs: dict, a: str, b: str, keys: set | None = None) -> dict | None:
-    """compare_runs of B − A on the examples both have (and, with ``keys``, only those (task, index) pairs)."""
+def paired(runs: dict, a: str, b: str) -> dict | None:
+    """compare_rows of B − A on the examples both have (all of them once both evaluations have finished)."""
     if a not in runs or b not in runs:
         return None
     key = lambda r: (r["task"], r["index"])  # noqa: E731
     common = {key(r) for r in runs[a]["rows"]} & {key(r) for r in runs[b]["rows"]}
-    common &= keys if keys is not None else common
     if not common:
         return None
-    folders = []
-    for side, name in (("a", a), ("b", b)):
-        rows = [r for r in runs[name]["rows"] if key(r) in common]
-        folder = out / "report" / f"{a}--{b}" / side
-        protocol = runs[name]["summary"]["protocol"]
-        write_run(folder, summarize(rows, list(dict.fromkeys(r["task"] for r in rows)), protocol), rows)
-        folders.append(folder)
-    cmp = compare_runs(*folders)
-    cmp.update(a=a, b=b, partial=runs[a]["partial"] or runs[b]["partial"] or keys is not None)
+    cmp = compare_rows(*[[r for r in runs[n]["rows"] if key(r) in common] for n in (a, b)], names=(a, b))
+    cmp["partial"] = runs[a]["partial"] or runs[b]["partial"]
     return cmp
 
 
@@ -72,13 +60,13 @@ def _mde(m: dict) -> float:
     return MDE_FACTOR * (m["ci_high"] - m["ci_low"]) / 2
 
 
-def _headline(out: Path, runs: dict, args) -> tuple[list[str], dict]:
+def _headline(runs: dict, args) -> tuple[list[str], dict]:
     lines = ["| seed | comparison (B − A) | n | A acc % | B acc % | B − A (pp) | 95% CI | McNemar p | MDE (pp) |"
              " tasks |", "|---|---|---:|---:|---:|---:|---|---:|---:|---|"]
     diffs: dict[str, list[float]] = {}
     for seed in args.seeds:
         for a, b in (("causal", "mas"), ("causal", "mas-ready"), ("mas", "mas-ready")):
-            cmp = paired(out, runs, f"{a}-s{seed}-choice", f"{b}-s{seed}-choice")
+            cmp = paired(runs, f"{a}-s{seed}-choice", f"{b}-s{seed}-choice")
             if cmp is None:
                 continue
             m = cmp["mean"]
@@ -169,11 +157,11 @@ def _plots(docs: Path, prefix: str, args, curves: dict, out: Path) -> list[str]:
     return written
 
 
-def _pair_rows(out: Path, runs: dict, pairs: list[tuple[str, str, str]]) -> list[str]:
+def _pair_rows(runs: dict, pairs: list[tuple[str, str, str]]) -> list[str]:
     lines = ["| comparison (B − A) | A | B | n | A % | B % | B − A (pp) | 95% CI | McNemar p |",
              "|---|---|---|---:|---:|---:|---:|---|---:|"]
     for title, a, b in pairs:
-        cmp = paired(out, runs, a, b)
+        cmp = paired(runs, a, b)
         if cmp:
             m = cmp["mean"]
             lines.append(f"| {title} | `{a}` | `{b}` | {m['n']}{'*' if cmp['partial'] else ''} | {_pct(m['acc_a'])} | "
@@ -238,12 +226,10 @@ def _recipe(out: Path, args, timing: dict) -> list[str]:
 
 def write_report(args, conds: dict) -> Path:
     """Write ``docs/RESULTS.md`` and its PNGs from what has finished in ``args.out``."""
-    from reproduce_commonsense import TASKS, jobs
-
     out, docs = Path(args.out), Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    runs = {n: r for n in conds if (r := load_condition(out, n, TASKS))}
-    headline, _ = _headline(out, runs, args)
+    runs = {n: r for n in conds if (r := load_condition(out, n))}
+    headline, _ = _headline(runs, args)
     curves = _curve(runs, args)
     timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
     prefix = Path(args.report).stem.lower()
@@ -264,7 +250,7 @@ def write_report(args, conds: dict) -> Path:
     for name, curve in curves.items():
         lines.append(f"- {name}: " + ", ".join(f"step {s} {_pct(a)}%" for s, a, _ in curve))
     lines += ["", "## Diagnostics: base model, repeat baseline, option order, label protocols", "",
-              *_pair_rows(out, runs, _diagnostic_pairs(args)), "", "`*` on examples both sides have so far.", "",
+              *_pair_rows(runs, _diagnostic_pairs(args)), "", "`*` on examples both sides have so far.", "",
               "## What the models pick (choice: the position of the option picked; gold in parentheses)", ""]
     for name in [n for n in runs if n.endswith("-choice") and "step" not in n]:
         lines += [f"`{name}`{' (partial)' if runs[name]['partial'] else ''}:", "", "```",

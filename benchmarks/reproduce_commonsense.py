@@ -160,7 +160,7 @@ def train_command(args, arm: str, seed: int) -> list[str]:
 def conditions(args) -> dict[str, Condition]:
     """Every evaluation condition by name (its folder under OUT/eval), in priority order."""
     out: dict[str, Condition] = {}
-    first, rest = args.seeds[0], args.seeds[1:]
+    first = args.seeds[0]
     pair = [a for a in ("causal", "mas") if a in args.arms]
     if "choice" in args.protocols:
         out.update({f"{arm}-s{first}-choice": Condition(arm, first, ARMS[arm][0], "choice") for arm in pair})
@@ -193,7 +193,7 @@ def conditions(args) -> dict[str, Condition]:
         key = f"mas-ready-s{first}-choice"
         if key in out:
             names.remove(key)
-            names.insert(names.index(f"base-mas-choice") + 1, key)
+            names.insert(names.index("base-mas-choice") + 1, key)
         out = {n: out[n] for n in names}
     return {n: c for n, c in out.items() if not (c.diagnostic and args.no_diagnostics and c.step is None)}
 
@@ -239,16 +239,13 @@ def eval_job(args) -> None:
     limit = c.limit or args.eval_limit or None
     model, tok = load_model(adapter=str(adapter)) if adapter else load_model(c.model)
     folder = Path(args.out) / "eval" / args.job
-    rows, seconds = [], 0.0
     for task in EVAL_ORDER:
         part = folder / "parts" / task
         if not (part / "summary.json").exists():
             evaluate(model, tok, [task], args.data_dir, protocol=c.protocol, mask=c.mask, limit=limit,
                      seed=args.seed, batch_size=args.eval_batch_size, num_beams=1, max_new_tokens=16,
                      prompt_form=c.prompt_form, option_order=c.option_order, out_dir=part, progress=False)
-        summary = json.loads((part / "summary.json").read_text())
-        seconds += summary["seconds"]
-        rows += [json.loads(line) for line in (part / "predictions.jsonl").read_text().splitlines() if line]
+    rows, seconds, _ = merge_parts(folder)
     summary = summarize(rows, TASKS, c.protocol)
     summary.update(seconds=seconds, examples_per_s=len(rows) / seconds,
                    settings={"protocol": c.protocol, "mask": c.mask, "limit": limit, "seed": args.seed,
@@ -257,6 +254,20 @@ def eval_job(args) -> None:
                              "condition": args.job, "train_seed": c.seed, "step": c.step,
                              "model": None if adapter else c.model})
     write_run(folder, summary, rows)
+
+
+def merge_parts(folder: Path) -> tuple[list[dict], float, list[str]]:
+    """(prediction rows, seconds, tasks) of the tasks an evaluation has finished so far (``folder/parts``)."""
+    from segmask.eval import load_run
+
+    rows, seconds, done = [], 0.0, []
+    for task in TASKS:
+        if (folder / "parts" / task / "summary.json").exists():
+            summary, part_rows = load_run(folder / "parts" / task)
+            rows += part_rows
+            seconds += summary["seconds"]
+            done.append(task)
+    return rows, seconds, done
 
 
 def keep_snapshots(args) -> None:

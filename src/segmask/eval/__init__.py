@@ -13,7 +13,7 @@ log-likelihood requests), ``scoring`` (batched generation and the one log-likeli
 """
 
 from .protocols import PROTOCOLS
-from .run import compare_runs, evaluate, format_comparison, format_picks, format_summary, load_run
+from .run import compare_rows, compare_runs, evaluate, format_comparison, format_picks, format_summary, load_run
 from .stats import mcnemar_exact, paired_bootstrap, paired_comparison, wilson_interval
 from .tasks import TASKS, Task, available_tasks, get_task, load_records
 
@@ -22,6 +22,7 @@ __all__ = [
     "TASKS",
     "Task",
     "available_tasks",
+    "compare_rows",
     "compare_runs",
     "evaluate",
     "format_comparison",

@@ -189,10 +189,17 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, metric: str = "acc", n
     Returns ``{"metric", "a", "b", "tasks": {name: paired_comparison(...)}, "mean": {...}}``; the mean row has the
     unweighted mean accuracies, a bootstrap CI resampling within each task, and McNemar over all pooled examples.
     """
+    (_, rows_a), (_, rows_b) = load_run(run_a), load_run(run_b)
+    return compare_rows(rows_a, rows_b, names=(str(run_a), str(run_b)), metric=metric, n_boot=n_boot, seed=seed)
+
+
+def compare_rows(rows_a: list[dict], rows_b: list[dict], *, names: tuple[str, str] = ("A", "B"),
+                 metric: str = "acc", n_boot: int = 10_000, seed: int = 0) -> dict:
+    """``compare_runs`` on prediction rows already in memory; ``names`` label the two sides."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {tuple(METRICS)}, got {metric!r}")
     field = METRICS[metric]
-    (_, rows_a), (_, rows_b) = load_run(run_a), load_run(run_b)
+    run_a, run_b = names
     by_a = {(r["task"], r["index"]): r for r in rows_a}
     by_b = {(r["task"], r["index"]): r for r in rows_b}
     if set(by_a) != set(by_b):
