@@ -192,3 +192,49 @@ def test_real_model_batch_and_prefix_reuse_match_full_recompute(smollm2):
     for c, w, r in zip(cold.logits, warm.logits, logits):
         torch.testing.assert_close(c, r, atol=1e-3, rtol=0)
         torch.testing.assert_close(w, r, atol=1e-3, rtol=0)
+
+
+def test_generate_runs_the_decode_loop_unless_an_option_needs_transformers(monkeypatch):
+    """Greedy, sampling and stop strings run segmask's decode loop; beam search and logits processors (also from the
+    model's generation config) run transformers' generate."""
+    from segmask.generation import decode
+
+    model = tiny()
+    runs = []
+    monkeypatch.setattr(decode.DecodeLoop, "run", lambda self, reqs, _run=decode.DecodeLoop.run: runs.append(
+        len(reqs)) or _run(self, reqs))
+    batch = left_padded(ROWS)
+    generate(model, batch, **GREEDY)
+    generate(model, batch, max_new_tokens=3, do_sample=True, top_k=5, num_return_sequences=2)
+    assert runs == [3, 6]
+    generate(model, batch, max_new_tokens=3, num_beams=2)
+    generate(model, batch, max_new_tokens=3, repetition_penalty=1.3)
+    model.generation_config.no_repeat_ngram_size = 2
+    generate(model, batch, max_new_tokens=3)
+    assert runs == [3, 6]
+
+
+def test_loop_ends_rows_at_eos_and_keeps_it_like_transformers():
+    """A row that samples EOS keeps it and is padded after it; the batch equals transformers' own greedy generate."""
+    model = tiny()
+    batch = left_padded(ROWS)
+    free = generate(model, batch, **GREEDY).sequences
+    eos = int(free[1, 2])  # make the third token of row 1 the EOS id
+    ours = generate(model, batch, max_new_tokens=6, do_sample=False, eos_token_id=eos, pad_token_id=0)
+    with torch.no_grad():
+        stock = model.generate(**batch, max_new_tokens=6, do_sample=False, eos_token_id=eos, pad_token_id=0)
+    assert torch.equal(ours.sequences, stock[:, batch["input_ids"].shape[1]:])
+    assert ours.sequences[1, 2] == eos and (ours.sequences[1, 3:] == 0).all()
+
+
+def test_stop_strings_on_the_loop_match_transformers(tokenizer):
+    model = segmask.enable(tiny_model("llama", "sdpa", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                      eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id))
+    batch = left_padded([([100 + i for i in range(8)], [0] * 4 + [-1] * 4), ([300, 301, 302], [0, 0, -1])])
+    free = generate(model, batch, max_new_tokens=8, do_sample=False, tokenizer=tokenizer)
+    stop = tokenizer.decode(free.sequences[0, 2:4])[1:3]  # a piece of row 0's third and fourth tokens
+    ours = generate(model, batch, max_new_tokens=8, do_sample=False, tokenizer=tokenizer, stop_strings=[stop])
+    with torch.no_grad():
+        stock = model.generate(**batch, max_new_tokens=8, do_sample=False, tokenizer=tokenizer, stop_strings=[stop])
+    assert torch.equal(ours.sequences, stock[:, batch["input_ids"].shape[1]:])
+    assert stop in tokenizer.decode(ours.sequences[0])

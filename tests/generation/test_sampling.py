@@ -26,6 +26,8 @@ def test_sampling_follows_the_seed_and_top_p():
     assert draws(7) == draws(7) and len(set(draws(7))) > 1
     gen = make_generator(3, "cpu")
     assert {pick_token(logits, 1.0, 0.3, gen) for _ in range(50)} == {0}  # the top token alone holds >= 0.3
+    assert {pick_token(logits, 1.0, 1.0, gen, top_k=2) for _ in range(100)} == {0, 1}  # never the third or fourth
+    assert {pick_token(logits, 5.0, 1.0, gen, top_k=1) for _ in range(20)} == {0}
 
 
 @pytest.mark.parametrize("seed", [-1, 2**64, 2**70, 1.0, True])

@@ -1,31 +1,48 @@
-"""Generation with MAS prefill: batched ``generate`` with input checks and segment KV reuse across requests.
+"""``generate``: batched generation with MAS prefill and causal decoding, input checks and segment KV reuse.
 
-After ``segmask.enable(model)``, Hugging Face ``model.generate(..., segment_ids=...)`` already prefills the prompt
-under the MAS mask and decodes causally (greedy, sampling, beam search, stop strings, StaticCache, PeftModel). This
-module adds what a serving loop needs on top:
+It runs segmask's decode loop (``segmask.generation.decode``, the engine the server runs too) for greedy decoding
+and sampling (temperature, top-k, top-p, seeds via ``torch.manual_seed``, several sequences per prompt, stop strings,
+raw logits). Options the loop does not have (beam search, logits processors such as ``repetition_penalty``, other
+cache implementations, streamers, ...) go to transformers' ``model.generate``, which ``segmask.enable`` taught the
+MAS prefill; both routes take the same prefix cache.
 
     >>> cache = PrefixCache(model, tokenizer)
     >>> batch = encode_chat(tokenizer, [[system, user_a], [system, user_b]])
     >>> out = generate(model, batch, prefix_cache=cache, tokenizer=tokenizer, max_new_tokens=64)
     >>> tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
 
-With a ``PrefixCache``, a batch whose prompts all start with the same cached leading segments is laid out as
+With a ``PrefixCache``, prompts that start with the same cached leading segments are laid out as
 ``[prefix | padding | new tokens]`` (padding in the middle is masked and skipped by the positions, so every sample
-sees exactly the positions and keys of its cold prefill) and only the new tokens are prefilled. Otherwise the
-batch is prefilled cold and the leading segments of each prompt are stored from the generation's own KV cache.
+sees exactly the positions and keys of its cold prefill) and only the new tokens are prefilled; prompts that all
+start with the same new prefix (one system prompt) have it prefilled once and stored; the leading segments of
+other prompts are stored from the generation's own KV cache.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
+from ..core.runs import CAUSAL
 from ..core.segments import pad_token_id
-from ..hf.backend import is_enabled, unwrap
+from ..hf.backend import cache_kwarg, is_enabled, unwrap
 from ..hf.generate import expand_size
+from ..hf.prefill import ROUTES
+from .decode import DecodeLoop, GenRequest
 from .prefix_cache import PrefixCache, PrefixEntry
+
+LOOP_OPTIONS = frozenset({"max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_return_sequences",
+                          "num_beams", "stop_strings", "output_logits", "eos_token_id", "pad_token_id",
+                          "prefill_route", "return_dict_in_generate"})
+"""``generate`` options the decode loop runs; any other option set (or ``num_beams`` > 1, also in the model's
+generation config) goes to transformers' ``generate``."""
+_NEUTRAL = frozenset({("use_cache", True), ("output_attentions", False), ("output_hidden_states", False),
+                      ("output_scores", False), ("return_dict_in_generate", False), ("_from_model_config", True)})
+"""Generation-config settings the decode loop matches (beside token ids, ``max_length`` and the version)."""
+_CONFIG_IDS = frozenset({"bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "max_length",
+                         "transformers_version"})
 
 
 @dataclass
@@ -33,16 +50,15 @@ class Generation:
     """Result of ``generate``.
 
     Attributes:
-        sequences: [B * n, N] new tokens only (n = returned sequences per prompt), padded with the pad token.
-        logits: per decoding step [B * n, V] raw logits when ``output_logits=True`` was asked, else None.
+        sequences: [B * n, N] new tokens only (n = returned sequences per prompt; a row that ended with EOS keeps
+            it), padded with the pad token.
+        logits: per decoding step [B * n, V] raw float32 logits when ``output_logits=True`` was asked, else None.
         reused: per prompt, how many prompt tokens came from the prefix cache (0 = cold prefill).
-        past_key_values: the KV cache after generation.
     """
 
     sequences: torch.Tensor
     logits: tuple[torch.Tensor, ...] | None = None
     reused: list[int] = field(default_factory=list)
-    past_key_values: Any = None
 
 
 def check_prompts(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -74,11 +90,14 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
         model: a model (or PeftModel) after ``segmask.enable``.
         batch: ``input_ids``, ``attention_mask``, optional ``segment_ids``, each [B, T], left padded.
         prefix_cache: reuse and store the KV of leading segments (needs ``segment_ids``).
-        tokenizer: checked against the prefix cache and passed to ``generate`` (needed for ``stop_strings``).
-        gen_kwargs: any ``model.generate`` option (``max_new_tokens``, ``do_sample``, ``num_beams``,
-            ``num_return_sequences``, ``stop_strings``, ``cache_implementation``, ``output_logits``, ...). A warm
-            request (prefix from the cache) decodes into a DynamicCache built from the entry, so it ignores
-            ``cache_implementation``.
+        tokenizer: checked against the prefix cache; gives the pad and EOS ids; needed for ``stop_strings``.
+        gen_kwargs: ``model.generate`` options, unset ones taken from the model's generation config:
+            ``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``num_return_sequences``,
+            ``stop_strings``, ``output_logits``, ``eos_token_id`` (None: no EOS), ``pad_token_id``, and
+            ``prefill_route`` (``"auto"``, ``"dense"``, ``"segment"``: ``segmask.hf.prefill.mas_prefill``) run on
+            the decode loop; any other (``num_beams``, ``repetition_penalty``, ``cache_implementation``, ...) runs
+            transformers' ``generate``, where a warm request decodes into a DynamicCache built from the cache entry
+            (``cache_implementation`` ignored).
 
     Returns:
         ``Generation`` with the new tokens [B * n, N].
@@ -91,55 +110,116 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
     check_prompts(model, input_ids, attention_mask, gen_kwargs.get("max_new_tokens"))
     if segment_ids is not None and not is_enabled(model):
         raise ValueError("batch has segment_ids but MAS is not enabled on this model: call segmask.enable(model)")
+    route = gen_kwargs.get("prefill_route", "auto")
+    if route not in ("auto", *ROUTES):
+        raise ValueError(f"unknown prefill_route {route!r}; expected 'auto' or one of {ROUTES}")
+    if prefix_cache is not None and segment_ids is not None:
+        prefix_cache.check(model, tokenizer)
+    else:
+        prefix_cache = None
+    if runs_on_loop(unwrap(model).generation_config, gen_kwargs):
+        return _loop_generate(model, _unpad(input_ids, attention_mask, segment_ids), segment_ids is not None,
+                              prefix_cache, tokenizer, gen_kwargs)
     if tokenizer is not None:
         gen_kwargs.setdefault("tokenizer", tokenizer)
         if tokenizer.pad_token_id is not None:
             gen_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
-    if prefix_cache is None or segment_ids is None:
-        return _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[0] * len(input_ids))
-    prefix_cache.check(model, tokenizer)
+    return _transformers_generate(model, input_ids, attention_mask, segment_ids, prefix_cache, gen_kwargs)
+
+
+def runs_on_loop(generation_config: Any, gen_kwargs: Mapping[str, Any]) -> bool:
+    """Whether ``generate`` runs these options (and the generation config's non-default settings) on the decode
+    loop rather than transformers' ``generate``."""
+    given = {k for k, v in gen_kwargs.items() if v is not None}
+    configured = {k for k, v in generation_config.to_diff_dict().items()
+                  if k not in _CONFIG_IDS and (k, v) not in _NEUTRAL}
+    beams = gen_kwargs.get("num_beams") or generation_config.num_beams or 1
+    return not (given - LOOP_OPTIONS) and not (configured - LOOP_OPTIONS) and beams == 1
+
+
+def _loop_generate(model, rows, mas: bool, prefix_cache, tokenizer, kw) -> Generation:
+    """``generate`` on the decode loop: one ``GenRequest`` per returned sequence."""
+    config = unwrap(model).generation_config
+
+    def get(name: str, default: Any = None) -> Any:
+        for value in (kw.get(name), getattr(config, name, None)):
+            if value is not None:
+                return value
+        return default
+
+    eos = kw["eos_token_id"] if "eos_token_id" in kw else None
+    loop = DecodeLoop(model, tokenizer, mas=mas, prefix_cache=prefix_cache, isolate=False,
+                      prefill_route=kw.get("prefill_route", "auto"),
+                      eos_ids=None if "eos_token_id" not in kw else [eos] if isinstance(eos, int) else eos or [])
+    sampling = dict(temperature=get("temperature", 1.0), top_p=get("top_p", 1.0), top_k=get("top_k", 0)) \
+        if get("do_sample", False) else {}
+    n, width = int(get("num_return_sequences", 1)), max(len(ids) for ids, _ in rows)
+    max_new = get("max_new_tokens") or max(1, config.max_length - width)
+    stop = _stop_check(tokenizer, kw.get("stop_strings"))
+    requests = [GenRequest(ids, segs, max_new, lambda kind, value: None, should_stop=stop,
+                           keep_logits=bool(kw.get("output_logits")), **sampling) for ids, segs in rows for _ in range(n)]
+    loop.run(requests)
+    pad = kw.get("pad_token_id")
+    pad = loop.pad_id if pad is None else pad
+    done = [r.generated + ([] if r.eos is None else [r.eos]) for r in requests]
+    longest = max(len(d) for d in done)
+    device = next(model.parameters()).device
+    sequences = torch.tensor([d + [pad] * (longest - len(d)) for d in done], dtype=torch.long, device=device)
+    return Generation(sequences, _step_logits(requests) if kw.get("output_logits") else None,
+                      [r.reused for r in requests[::n]])
+
+
+def _step_logits(requests: list[GenRequest]) -> tuple[torch.Tensor, ...]:
+    """Per step [B, V] logits of the requests; a row whose batch stopped earlier (another prefix group) is NaN."""
+    blank = torch.full_like(requests[0].logits[0], float("nan"))
+    steps = max(len(r.logits) for r in requests)
+    return tuple(torch.stack([r.logits[s] if s < len(r.logits) else blank for r in requests]) for s in range(steps))
+
+
+def _stop_check(tokenizer: Any, stops: Any) -> Callable[[list[int]], bool] | None:
+    """``should_stop`` for ``stop_strings``: True once a stop string shows in the decoded new tokens."""
+    if not stops:
+        return None
+    if tokenizer is None:
+        raise ValueError("stop_strings needs the tokenizer: generate(..., tokenizer=tokenizer)")
+    stops = [stops] if isinstance(stops, str) else list(stops)
+    window = max(len(s) for s in stops) + 2  # a string of L characters spans at most L tokens
+    return lambda ids: any(s in tokenizer.decode(ids[-window:]) for s in stops)
+
+
+def _transformers_generate(model, input_ids, attention_mask, segment_ids, prefix_cache, gen_kwargs) -> Generation:
+    """transformers' ``generate`` with the MAS prefill, for the options the decode loop does not have."""
+    if prefix_cache is None:
+        return _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[0] * len(input_ids))[0]
     rows = _unpad(input_ids, attention_mask, segment_ids)
     entries = [prefix_cache.lookup(ids, segs) for ids, segs in rows]
     if entries[0] is None and len(rows) > 1:
-        entries = [_prefill_shared_prefix(model, prefix_cache, rows, input_ids.device)] * len(rows)
+        entries = [prefix_cache.prefill_shared(model, rows)] * len(rows)
     if entries[0] is not None and all(e is entries[0] for e in entries):
         return _generate_warm(model, rows, entries[0], gen_kwargs)
-    out = _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[0] * len(rows))
+    out, past = _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[0] * len(rows))
     pads = (attention_mask.shape[1] - attention_mask.sum(-1)).tolist()
-    prefix_cache.store(rows, out.past_key_values, pads, expand_size(unwrap(model).generation_config, gen_kwargs))
+    prefix_cache.store(rows, past, pads, expand_size(unwrap(model).generation_config, gen_kwargs))
     return out
 
 
-def _prefill_shared_prefix(model, cache: PrefixCache, rows, device) -> PrefixEntry | None:
-    """When every prompt of a batch starts with the same cacheable prefix (e.g. one system prompt), prefill it once,
-    store it, and return its entry; else None (the batch is prefilled cold)."""
-    from ..hf.prefill import mas_prefill
-
-    p = cache.prefix_length(rows[0][1])
-    if p is None or any((ids[:p], segs[:p]) != (rows[0][0][:p], rows[0][1][:p]) for ids, segs in rows):
-        return None
-    ids, segs = rows[0][0][:p], rows[0][1][:p]
-    with torch.no_grad():
-        out = mas_prefill(model, torch.tensor([ids], device=device), torch.tensor([segs], device=device))
-    cache.put(ids, segs, [(layer.keys, layer.values) for layer in out.past_key_values.layers])
-    return cache.lookup(rows[0][0], rows[0][1])
-
-
-def _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, *, reused, past_key_values=None) -> Generation:
+def _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, *, reused,
+         past_key_values=None) -> tuple[Generation, Any]:
     extra = {} if segment_ids is None else {"segment_ids": segment_ids}
     if past_key_values is not None:
-        extra["past_key_values"] = past_key_values
+        extra[cache_kwarg(model)] = past_key_values
     gen_kwargs = {**gen_kwargs, "return_dict_in_generate": True}
     with torch.no_grad():
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **extra, **gen_kwargs)
-    return Generation(out.sequences[:, input_ids.shape[1]:], getattr(out, "logits", None), reused,
-                      getattr(out, "past_key_values", None))
+    return (Generation(out.sequences[:, input_ids.shape[1]:], getattr(out, "logits", None), reused),
+            getattr(out, "past_key_values", None))
 
 
 def _unpad(input_ids, attention_mask, segment_ids) -> list[tuple[list[int], list[int]]]:
-    """Per sample, the real tokens and their segment ids (any padding position dropped)."""
+    """Per sample, the real tokens and their segment ids (causal without ``segment_ids``), padding dropped."""
     rows = []
-    for ids, mask, segs in zip(input_ids.tolist(), attention_mask.tolist(), segment_ids.tolist()):
+    segments = torch.full_like(input_ids, CAUSAL) if segment_ids is None else segment_ids
+    for ids, mask, segs in zip(input_ids.tolist(), attention_mask.tolist(), segments.tolist()):
         rows.append(([t for t, m in zip(ids, mask) if m], [s for s, m in zip(segs, mask) if m]))
     return rows
 
@@ -152,4 +232,4 @@ def _generate_warm(model, rows, entry: PrefixEntry, gen_kwargs) -> Generation:
     cache = entry.to_cache(len(rows) * expand_size(lm.generation_config, gen_kwargs), lm.config)
     gen_kwargs = {k: v for k, v in gen_kwargs.items() if k != "cache_implementation"}
     return _run(model, batch["input_ids"], batch["attention_mask"], batch["segment_ids"], gen_kwargs,
-                reused=[entry.length] * len(rows), past_key_values=cache)
+                reused=[entry.length] * len(rows), past_key_values=cache)[0]

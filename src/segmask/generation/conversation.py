@@ -21,7 +21,7 @@ import torch
 
 from ..core.chat import encode_chat
 from ..core.runs import CAUSAL, segment_runs
-from ..hf.backend import is_enabled, unwrap
+from ..hf.backend import cache_kwarg, is_enabled, unwrap
 from .prefix_cache import PrefixCache
 
 
@@ -123,8 +123,9 @@ class Conversation:
         extra = {} if self.causal else {"segment_ids": batch["segment_ids"].to(device)}
         with torch.no_grad():
             out = self.model.generate(input_ids=batch["input_ids"].to(device),
-                                      attention_mask=batch["attention_mask"].to(device), past_key_values=self.cache,
-                                      streamer=streamer, **extra, **{**gen_kwargs, "return_dict_in_generate": True})
+                                      attention_mask=batch["attention_mask"].to(device),
+                                      streamer=streamer, **extra, **{cache_kwarg(self.model): self.cache},
+                                      **{**gen_kwargs, "return_dict_in_generate": True})
         self.last_output = out
         new = out.sequences[0, len(ids):].tolist()
         self.cached = (prompt + [(t, CAUSAL) for t in new])[: self.cache.get_seq_length()]

@@ -1,16 +1,18 @@
-"""The decode loop: prefill a batch of requests together (MAS when enabled), then decode one token per step for every
-row, each row with its own sampler settings, stop conditions and event callback. The server's batcher runs it.
+"""The decode loop, the one generation engine of segmask: ``segmask.generate`` and the server's batcher both run it.
 
-Rows are left padded, positions counted from each row's first real token (as ``model.generate`` does). Requests
-that start with a cached prefix (``PrefixEntry``) are laid out as ``[prefix | padding | new tokens]`` and only the
-new tokens are prefilled; cold requests store their leading segments in the prefix cache.
+It prefills a batch of requests together (MAS when enabled), then decodes one token per step for every row, each
+row with its own sampler settings, stop conditions and event callback. Rows are left padded, positions counted from
+each row's first real token (as ``model.generate`` does). With a prefix cache, ``run`` groups requests by their
+cached leading segments and lays each group out as ``[prefix | padding | new tokens]``, so only the new tokens are
+prefilled; requests that all start with the same uncached prefix prefill it once; cold requests store theirs.
 
-A request fails alone: one that cannot be prefilled (the batch is then prefilled again request by request), sampled
-or told of its tokens gets ``("error", message)`` and its batch-mates go on. Only a failure of the batched decode
-forward itself ends every row still decoding.
+With ``isolate`` (the server), a request fails alone: one that cannot be prefilled (the batch is then prefilled again
+request by request), sampled or told of its tokens gets ``("error", message)`` and its batch-mates go on; only a
+failure of the batched decode forward itself ends every row still decoding. Without it (``segmask.generate``) the
+first error is raised.
 
     >>> loop = DecodeLoop(model, tokenizer, mas=True)              # model: segmask.enable()d causal LM
-    >>> loop.run_batch([GenRequest(input_ids=[...], segment_ids=[...], max_new_tokens=32, on_event=print)])
+    >>> loop.run([GenRequest(input_ids=[...], segment_ids=[...], max_new_tokens=32, on_event=print)])
 
 Shapes in the notation of ``segmask.core`` (B rows, T padded prompt length, P cached prefix, V vocabulary).
 """
@@ -24,7 +26,7 @@ import torch
 
 from ..core.runs import CAUSAL
 from ..core.segments import collate, from_segment_ids, pad_token_id, position_ids_from_attention_mask
-from ..hf.backend import cache_kwarg, eos_token_ids
+from ..hf.backend import cache_kwarg, eos_token_ids, unwrap
 from ..hf.prefill import mas_prefill
 from .sampling import make_generator, pick_token, token_logprobs
 
@@ -37,7 +39,10 @@ class GenRequest:
     ``("done", finish_reason)`` once (``"stop"`` for EOS or a stop condition, ``"length"`` at ``max_new_tokens``),
     or ``("error", message)`` once instead. ``should_stop(token_ids)`` may end the row early (stop strings, a gone
     client). With ``logprobs`` = k (None: off), ``token_logprobs`` gets ``(logprob, [(id, logprob)] * k)`` for
-    each token before its ``"token"`` event (``segmask.generation.sampling.token_logprobs``).
+    each token before its ``"token"`` event (``segmask.generation.sampling.token_logprobs``). With ``keep_logits``,
+    ``logits`` gets this row's raw logits [V] at every step its batch decodes (also after the row finished, as
+    transformers' ``output_logits`` does). ``eos`` is the EOS token that ended the row (not in ``generated``);
+    ``reused`` how many prompt tokens came from the prefix cache.
     """
 
     input_ids: list[int]
@@ -49,8 +54,13 @@ class GenRequest:
     seed: int | None = None
     should_stop: Callable[[list[int]], bool] | None = None
     logprobs: int | None = None
+    top_k: int = 0
+    keep_logits: bool = False
     generated: list[int] = field(default_factory=list)
     token_logprobs: list[tuple[float, list[tuple[int, float]]]] = field(default_factory=list)
+    logits: list[torch.Tensor] = field(default_factory=list)
+    eos: int | None = None
+    reused: int = 0
     finished: bool = False
 
 
@@ -63,15 +73,42 @@ class DecodeLoop:
         mas: prefill with the requests' segment ids; False prefills causally (segment ids ignored).
         prefix_cache: a ``segmask.generation.prefix_cache.PrefixCache`` for this model: cold requests store their
             leading segments in it (MAS only); ``run_batch(batch, prefix)`` starts from a stored entry.
+        eos_ids: token ids that end a row (default: the model's and tokenizer's EOS ids; empty: none).
+        prefill_route: ``segmask.hf.prefill.mas_prefill``'s route (``"auto"``, ``"dense"`` or ``"segment"``).
+        isolate: a failing request fails alone (see the module docstring); False raises the first error.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, mas: bool = True, prefix_cache: Any = None):
+    def __init__(self, model: Any, tokenizer: Any, *, mas: bool = True, prefix_cache: Any = None,
+                 eos_ids: set[int] | None = None, prefill_route: str = "auto", isolate: bool = True):
         if prefix_cache is not None:
             prefix_cache.check(model, tokenizer)
         self.model, self.tokenizer, self.mas = model, tokenizer, mas
         self.prefix_cache = prefix_cache if mas else None
-        self.pad_id = pad_token_id(tokenizer)
-        self.eos_ids = eos_token_ids(model, tokenizer)
+        self.pad_id = pad_token_id(tokenizer, getattr(unwrap(model), "generation_config", None))
+        self.eos_ids = eos_token_ids(model, tokenizer) if eos_ids is None else set(eos_ids)
+        self.prefill_route, self.isolate = prefill_route, isolate
+
+    def run(self, requests: list[GenRequest]) -> int:
+        """Run ``requests`` in as few batches as their cached prefixes allow; returns the number of batches."""
+        groups = self.group_by_prefix(requests)
+        for group, entry in groups:
+            self.run_batch(group, entry)
+        return len(groups)
+
+    def group_by_prefix(self, requests: list[GenRequest]) -> list[tuple[list[GenRequest], Any]]:
+        """Split ``requests`` into (requests, prefix entry or None) groups that can be prefilled together; cold
+        requests that all start with the same storable prefix get it prefilled once and stored."""
+        if self.prefix_cache is None:
+            return [(requests, None)]
+        groups: dict[int, tuple[list[GenRequest], Any]] = {}
+        for req in requests:
+            entry = self.prefix_cache.lookup(req.input_ids, req.segment_ids)
+            groups.setdefault(id(entry), ([], entry))[0].append(req)
+        cold = groups.get(id(None))
+        if cold is not None and len(cold[0]) > 1:
+            prompts = [(r.input_ids, r.segment_ids) for r in cold[0]]
+            groups[id(None)] = (cold[0], self.prefix_cache.prefill_shared(self.model, prompts))
+        return list(groups.values())
 
     @torch.no_grad()
     def run_batch(self, batch: list[GenRequest], prefix: Any = None) -> None:
@@ -83,9 +120,13 @@ class DecodeLoop:
         whole, and their leading segments are stored in the prefix cache. When the batch cannot be prefilled, each
         request is run alone, so only the one at fault gets an error.
         """
+        for req in batch:
+            req.reused = 0 if prefix is None else prefix.length
         try:
             out, attention_mask, positions = self._prefill(batch, prefix)
         except Exception as err:
+            if not self.isolate:
+                raise
             if len(batch) == 1:
                 self._fail(batch[0], err)
                 return
@@ -114,8 +155,9 @@ class DecodeLoop:
             segment_ids = torch.cat([torch.tensor([prefix.segment_ids] * len(batch)).to(segment_ids), segment_ids], 1)
         positions = position_ids_from_attention_mask(attention_mask)
         kwargs = dict(attention_mask=attention_mask, position_ids=positions[:, p:], logits_to_keep=1)
-        if self.mas:  # the cheaper route for this prompt shape (segmask.hf.prefill.choose_route)
-            out = mas_prefill(self.model, enc["input_ids"], segment_ids, past_key_values=cache, **kwargs)
+        if self.mas:  # "auto": the cheaper route for this prompt shape (segmask.hf.prefill.choose_route)
+            out = mas_prefill(self.model, enc["input_ids"], segment_ids, past_key_values=cache,
+                              route=self.prefill_route, **kwargs)
         else:
             out = self.model(input_ids=enc["input_ids"], use_cache=True, **kwargs, **{cache_kwarg(self.model): cache})
         if prefix is None and self.prefix_cache is not None:
@@ -135,18 +177,8 @@ class DecodeLoop:
                 live[b] = False
                 self._fail(req, err)
         last_pos = positions[:, -1:]
-        for step in range(max(r.max_new_tokens for r in batch)):
-            logits = out.logits[:, -1, :].float()
-            next_ids = [self.pad_id] * len(batch)
-            for b, req in enumerate(batch):
-                if not live[b]:
-                    continue
-                try:
-                    next_ids[b] = pick_token(logits[b], req.temperature, req.top_p, generators[b])
-                    live[b] = self._advance(req, next_ids[b], logits[b])
-                except Exception as err:  # this row's sampling or its client's callbacks: it alone fails
-                    live[b] = False
-                    self._fail(req, err)
+        for _ in range(max(r.max_new_tokens for r in batch)):
+            next_ids = self._step(batch, out.logits[:, -1, :].float(), live, generators)
             if not any(live):
                 return
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(batch), 1)], dim=1)
@@ -161,9 +193,26 @@ class DecodeLoop:
                         self._fail(req, err)
                 return
 
+    def _step(self, batch: list[GenRequest], logits: torch.Tensor, live: list[bool], generators: list) -> list[int]:
+        """Choose each live row's next token from ``logits`` [B, V] (``live`` updated in place); the ids to feed."""
+        next_ids = [self.pad_id] * len(batch)
+        for b, req in enumerate(batch):
+            if req.keep_logits:
+                req.logits.append(logits[b])
+            if not live[b]:
+                continue
+            try:
+                next_ids[b] = pick_token(logits[b], req.temperature, req.top_p, generators[b], req.top_k)
+                live[b] = self._advance(req, next_ids[b], logits[b])
+            except Exception as err:  # this row's sampling or its client's callbacks: it alone fails
+                live[b] = False
+                self._fail(req, err)
+        return next_ids
+
     def _advance(self, req: GenRequest, token: int, logits: torch.Tensor) -> bool:
         """Record ``token`` (chosen from ``logits`` [V]) for ``req``; return whether the row keeps decoding."""
         if token in self.eos_ids:
+            req.eos = token
             return self._finish(req, "stop")
         if req.logprobs is not None:
             req.token_logprobs.append(token_logprobs(logits, token, req.logprobs))
@@ -181,9 +230,11 @@ class DecodeLoop:
         req.on_event("done", reason)
         return False
 
-    @staticmethod
-    def _fail(req: GenRequest, err: Exception) -> None:
-        """Tell ``req`` it failed, once; a request that already finished or failed hears nothing more."""
+    def _fail(self, req: GenRequest, err: Exception) -> None:
+        """Tell ``req`` it failed, once; a request that already finished or failed hears nothing more. Without
+        ``isolate`` the error is raised instead."""
+        if not self.isolate:
+            raise err
         if req.finished:
             return
         req.finished = True

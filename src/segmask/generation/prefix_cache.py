@@ -3,7 +3,8 @@
 Under MAS a segment attends bidirectionally to itself and causally to everything before it, never to what follows,
 so the keys and values of a prompt's leading segments (typically a long system prompt) depend only on those tokens.
 ``PrefixCache`` keeps them, keyed by the exact token ids and segment ids of the prefix, bounded in bytes, least
-recently used first out; ``segmask.generation.generate(..., prefix_cache=cache)`` then prefills only the new segments.
+recently used first out; ``segmask.generation.generate(..., prefix_cache=cache)`` (and the server) then prefill only
+the new segments.
 
     >>> cache = PrefixCache(model, tokenizer, max_bytes=2**30)
     >>> out = generate(model, encode_chat(tok, [sys_msg, user_1]), prefix_cache=cache)   # cold: stores the system turn
@@ -214,6 +215,21 @@ class PrefixCache:
             self._entries.popitem(last=False)
         return entry
 
+    def prefill_shared(self, model: torch.nn.Module,
+                       prompts: Sequence[tuple[Sequence[int], Sequence[int]]]) -> PrefixEntry | None:
+        """When every unpadded prompt (token ids, segment ids) starts with the same storable prefix (e.g. one new
+        system prompt), prefill it once under MAS, store it and return its entry; else None."""
+        from ..hf.prefill import mas_prefill
+
+        ids, segs = prompts[0]
+        p = self.prefix_length(segs)
+        if p is None or any((list(i[:p]), list(s[:p])) != (list(ids[:p]), list(segs[:p])) for i, s in prompts):
+            return None
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            out = mas_prefill(model, torch.tensor([ids[:p]], device=device), torch.tensor([segs[:p]], device=device))
+        self.put(ids[:p], segs[:p], [(layer.keys, layer.values) for layer in out.past_key_values.layers])
+        return self.lookup(ids, segs)
 
     def store(self, prompts: Sequence[tuple[Sequence[int], Sequence[int]]], kv_cache: Any, starts: Sequence[int],
               expand: int = 1) -> None:

@@ -1,7 +1,7 @@
-"""Choosing the next token in the serving decode loop, and the log-probabilities OpenAI clients ask for.
+"""Choosing the next token in the decode loop, and the log-probabilities OpenAI clients ask for.
 
     >>> gen = make_generator(seed=1, device="cpu")
-    >>> token = pick_token(logits, temperature=0.7, top_p=0.9, generator=gen)     # logits [V] float32
+    >>> token = pick_token(logits, temperature=0.7, top_p=0.9, generator=gen, top_k=50)   # logits [V] float32
     >>> logprob, top = token_logprobs(logits, token, k=5)                         # -1.2, [(id, logprob), ...]
 
 Temperatures below ``MIN_TEMPERATURE`` are greedy, as in vLLM: dividing logits by them overflows float32 (1e-40
@@ -36,14 +36,18 @@ def make_generator(seed: int | None, device: torch.device | str) -> torch.Genera
 
 
 def pick_token(logits: torch.Tensor, temperature: float, top_p: float = 1.0,
-               generator: torch.Generator | None = None) -> int:
-    """Next token from ``logits`` [V]: argmax when ``temperature`` < ``MIN_TEMPERATURE``, else temperature and
-    top-p (nucleus) sampling. Raises ``ValueError`` when the logits hold NaN."""
+               generator: torch.Generator | None = None, top_k: int = 0) -> int:
+    """Next token from ``logits`` [V]: argmax when ``temperature`` < ``MIN_TEMPERATURE``, else sampling with
+    ``temperature``, then the ``top_k`` most likely tokens (0: all), then top-p (nucleus), in transformers' order.
+    Raises ``ValueError`` when the logits hold NaN."""
     if torch.isnan(logits).any():
         raise ValueError("the model produced NaN logits")
     if temperature < MIN_TEMPERATURE:
         return int(logits.argmax())
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    scaled = logits.float() / temperature
+    if 0 < top_k < scaled.numel():
+        scaled = scaled.masked_fill(scaled < scaled.topk(top_k).values[-1], float("-inf"))
+    probs = torch.softmax(scaled, dim=-1)
     if top_p < 1.0:
         sorted_p, order = probs.sort(descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < top_p  # smallest prefix whose mass reaches top_p

@@ -11,7 +11,7 @@ import torch
 
 from ..core.masks import as_segment_ids, pad_segment_ids
 from ..core.segments import position_ids_from_attention_mask
-from .backend import layer_kinds, unwrap
+from .backend import cache_kwarg, layer_kinds, unwrap
 from .prefill import ROUTES, cheaper_route, chunk_bounds, segment_prefill
 
 GENERATING = "_segmask_generating"
@@ -34,12 +34,12 @@ def install(lm: torch.nn.Module) -> None:
         segment by segment where ``segmask.hf.prefill.choose_route`` finds it cheaper (long prompts), ``"dense"``
         always runs one masked forward, ``"segment"`` always chunks (see ``generate_prefill``)."""
         segment_ids = kwargs.get("segment_ids")
-        if segment_ids is not None and kwargs.get("past_key_values") is None:
+        if segment_ids is not None and kwargs.get("past_key_values") is None and kwargs.get("cache") is None:
             input_ids = kwargs.get("input_ids", args[0] if args else None)
             cache = generate_prefill(lm, input_ids, segment_ids, kwargs.get("attention_mask"), gen_kwargs=kwargs,
                                      route=prefill_route)
             if cache is not None:
-                kwargs["past_key_values"] = cache
+                kwargs[cache_kwarg(lm)] = cache
         previous = lm.__dict__.get(GENERATING, False)
         lm.__dict__[GENERATING] = segment_ids is not None
         try:

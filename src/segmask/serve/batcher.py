@@ -1,6 +1,6 @@
 """A request queue for serving: one worker thread takes up to ``max_batch_size`` waiting requests (waiting
-``batch_wait_s`` for more to arrive), groups them by cached prefix and runs each group through the decode loop
-(``segmask.generation.decode``): MAS prefill of the padded batch, then causal decoding, tokens reported through each
+``batch_wait_s`` for more to arrive) and runs them through the decode loop (``segmask.generation.decode``, grouped
+by cached prefix): MAS prefill of the padded batch, then causal decoding, tokens reported through each
 request's callback as they are produced, so the same loop serves streaming and non-streaming clients.
 
     >>> batcher = Batcher(model, tokenizer, mas=True)              # model: segmask.enable()d causal LM
@@ -90,9 +90,7 @@ class Batcher(DecodeLoop):
                     break
                 batch.append(nxt)
             try:
-                for group in self._group_by_prefix(batch):
-                    self.run_batch(*group)
-                    self.batches_run += 1
+                self.batches_run += self.run(batch)
             except Exception as err:  # run_batch isolates request failures; this is the last line of defence
                 for req in batch:
                     self._fail(req, err)
@@ -100,13 +98,3 @@ class Batcher(DecodeLoop):
                 cache = self.prefix_cache
                 self.cache_stats = {"entries": len(cache), "bytes": cache.nbytes, "hits": cache.hits,
                                     "misses": cache.misses}
-
-    def _group_by_prefix(self, batch: list[GenRequest]) -> list[tuple[list[GenRequest], Any]]:
-        """Split ``batch`` into (requests, cached prefix entry or None) groups that can be prefilled together."""
-        if self.prefix_cache is None:
-            return [(batch, None)]
-        groups: dict[int, tuple[list[GenRequest], Any]] = {}
-        for req in batch:
-            entry = self.prefix_cache.lookup(req.input_ids, req.segment_ids)
-            groups.setdefault(id(entry), ([], entry))[0].append(req)
-        return list(groups.values())
