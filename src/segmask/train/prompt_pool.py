@@ -4,7 +4,7 @@
 ending with a user turn), each tagged with a category, drawn from:
 
 * ``facts``, ``howto``, ``explain``, ``creative``, ``advice``, ``rewrite``: request templates filled with seed topics,
-  tasks, concepts and passages listed in ``prompt_words``;
+  tasks, concepts and passages listed in ``prompt_words.json``;
 * ``math``: arithmetic word problems made from templates with random numbers, plus the questions of
   ``<data>/prompts/math_questions.json`` when a data folder is given;
 * ``commonsense``: the instructions of ``<data>/commonsense/*/train.json`` when a data folder is given;
@@ -27,8 +27,12 @@ import random
 from pathlib import Path
 from typing import Any
 
-from .prompt_words import (CHARACTERS, CONCEPTS, FOLLOW_UPS, HOWTO_TASKS, MATH_TEMPLATES, NAMES, PAIRS, PASSAGES,
-                           SENTENCES, SYSTEMS, TEMPLATES, TOPICS)
+_WORDS = json.loads(Path(__file__).with_name("prompt_words.json").read_text(encoding="utf-8"))
+"""The pool's fillers (data, in ``prompt_words.json``): system messages, topics, how-to tasks, concepts, pairs,
+characters, passages, sentences, follow-ups, request templates per category, math templates and names."""
+(SYSTEMS, TOPICS, HOWTO_TASKS, CONCEPTS, PAIRS, CHARACTERS, PASSAGES, SENTENCES, FOLLOW_UPS, TEMPLATES, MATH_TEMPLATES,
+ NAMES) = (_WORDS[k] for k in ("systems", "topics", "howto_tasks", "concepts", "pairs", "characters", "passages",
+                               "sentences", "follow_ups", "templates", "math_templates", "names"))
 
 HELDOUT_SHARE = 0.15
 CATEGORIES = ("facts", "howto", "explain", "creative", "advice", "rewrite", "math", "commonsense")
