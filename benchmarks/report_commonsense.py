@@ -5,8 +5,9 @@ evaluation cut short contributes the tasks it finished (``parts/``), marked part
 examples both sides have. Nothing is invented: what did not run is listed as missing. The headline is MAS − causal
 (and mas-ready − causal) per seed on the choice protocol: paired bootstrap 95% CI of the mean over tasks, exact
 McNemar over the pooled examples, and the minimum detectable effect at that n (80% power, two-sided 5%: 2.8/1.96
-times the CI's half-width). Then accuracy per condition, accuracy against training steps, the option-order
-diagnostic, the repeat baseline, the label protocols, and what each model picks.
+times the CI's half-width), and, once every seed of both arms has finished, the same over the seeds (per example the
+mean outcome over seeds; McNemar over the (seed, example) pairs). Then accuracy per condition, accuracy against
+training steps, the option-order diagnostic, the repeat baseline, the label protocols, and what each model picks.
 
     python benchmarks/reproduce_commonsense.py --stage report [--out runs/reproduce] [--notes my_reading.md]
 """
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 
 from reproduce_commonsense import TASKS, jobs, merge_parts
-from segmask.eval import compare_rows, format_picks, load_run
+from segmask.eval import compare_rows, format_picks, load_run, mcnemar_exact, paired_bootstrap
 from segmask.eval.run import summarize
 
 MDE_FACTOR = (1.96 + 0.8416) / 1.96
@@ -77,10 +78,35 @@ def _headline(runs: dict, args) -> tuple[list[str], dict]:
                          f"{len(cmp['tasks'])}/7{' (partial)' if cmp['partial'] else ''} |")
     if len(lines) == 2:
         return ["(no fine-tuned pair evaluated yet)"], {}
+    for a, b in (("causal", "mas"), ("causal", "mas-ready")):
+        lines += _pooled(runs, args, a, b)
     spread = [f"- {k}: mean over seeds {sum(v) / len(v):+.1f} pp"
               + (f", spread between seeds (max − min) {max(v) - min(v):.1f} pp over {len(v)} seeds" if len(v) > 1
                  else " (one seed so far)") for k, v in diffs.items()]
     return lines + [""] + spread, diffs
+
+
+def _pooled(runs: dict, args, a: str, b: str) -> list[str]:
+    """The headline row over all seeds, once every seed of both arms finished: per example the mean outcome over
+    seeds (0, 1/k, ..., 1), the paired bootstrap over examples (within tasks) of the mean over tasks, and McNemar
+    over the (seed, example) pairs."""
+    names = [(f"{a}-s{seed}-choice", f"{b}-s{seed}-choice") for seed in args.seeds]
+    if len(names) < 2 or any(n not in runs or runs[n]["partial"] for pair in names for n in pair):
+        return []
+    key = lambda r: (r["task"], r["index"])  # noqa: E731
+    by = {n: {key(r): r["correct"] for r in runs[n]["rows"]} for pair in names for n in pair}
+    keys = sorted(by[names[0][0]])
+    avg = {side: {k: sum(by[pair[side]][k] for pair in names) / len(names) for k in keys} for side in (0, 1)}
+    tasks = list(dict.fromkeys(k[0] for k in keys))
+    groups = [[[avg[side][k] for k in keys if k[0] == t] for t in tasks] for side in (0, 1)]
+    acc = [sum(sum(g) / len(g) for g in groups[side]) / len(tasks) for side in (0, 1)]
+    low, high = paired_bootstrap(*groups)
+    a_only = sum(by[pa][k] and not by[pb][k] for pa, pb in names for k in keys)
+    b_only = sum(by[pb][k] and not by[pa][k] for pa, pb in names for k in keys)
+    mde = MDE_FACTOR * (high - low) / 2
+    return [f"| {'+'.join(str(s) for s in args.seeds)} | {ARM_LABEL[b]} − {ARM_LABEL[a]}, mean over seeds | "
+            f"{len(keys)} × {len(names)} | {_pct(acc[0])} | {_pct(acc[1])} | {100 * (acc[1] - acc[0]):+.1f} | "
+            f"[{100 * low:+.1f}, {100 * high:+.1f}] | {mcnemar_exact(a_only, b_only):.3g} | {100 * mde:.1f} | {len(tasks)}/7 |"]
 
 
 def _condition_table(runs: dict, tasks: list[str]) -> list[str]:

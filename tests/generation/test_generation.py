@@ -225,6 +225,15 @@ def test_loop_ends_rows_at_eos_and_keeps_it_like_transformers():
         stock = model.generate(**batch, max_new_tokens=6, do_sample=False, eos_token_id=eos, pad_token_id=0)
     assert torch.equal(ours.sequences, stock[:, batch["input_ids"].shape[1]:])
     assert ours.sequences[1, 2] == eos and (ours.sequences[1, 3:] == 0).all()
+    ours = generate(model, batch, max_new_tokens=6, min_new_tokens=5, do_sample=False, eos_token_id=eos,
+                    pad_token_id=0, output_logits=True)
+    with torch.no_grad():
+        stock = model.generate(**batch, max_new_tokens=6, min_new_tokens=5, do_sample=False, eos_token_id=eos,
+                               pad_token_id=0, output_logits=True, return_dict_in_generate=True)
+    assert torch.equal(ours.sequences, stock.sequences[:, batch["input_ids"].shape[1]:])
+    assert (ours.sequences[:, :4] != eos).all()
+    for got, want in zip(ours.logits, stock.logits):  # raw logits, before EOS is held back
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 def test_stop_strings_on_the_loop_match_transformers(tokenizer):

@@ -33,7 +33,7 @@ from ..hf.prefill import ROUTES
 from .decode import DecodeLoop, GenRequest
 from .prefix_cache import PrefixCache, PrefixEntry
 
-LOOP_OPTIONS = frozenset({"max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_return_sequences",
+LOOP_OPTIONS = frozenset({"max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_return_sequences",
                           "num_beams", "stop_strings", "output_logits", "eos_token_id", "pad_token_id",
                           "prefill_route", "return_dict_in_generate"})
 """``generate`` options the decode loop runs; any other option set (or ``num_beams`` > 1, also in the model's
@@ -92,7 +92,7 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
         prefix_cache: reuse and store the KV of leading segments (needs ``segment_ids``).
         tokenizer: checked against the prefix cache; gives the pad and EOS ids; needed for ``stop_strings``.
         gen_kwargs: ``model.generate`` options, unset ones taken from the model's generation config:
-            ``max_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``num_return_sequences``,
+            ``max_new_tokens``, ``min_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``num_return_sequences``,
             ``stop_strings``, ``output_logits``, ``eos_token_id`` (None: no EOS), ``pad_token_id``, and
             ``prefill_route`` (``"auto"``, ``"dense"``, ``"segment"``: ``segmask.hf.prefill.mas_prefill``) run on
             the decode loop; any other (``num_beams``, ``repetition_penalty``, ``cache_implementation``, ...) runs
@@ -157,7 +157,8 @@ def _loop_generate(model, rows, mas: bool, prefix_cache, tokenizer, kw) -> Gener
     max_new = get("max_new_tokens") or max(1, config.max_length - width)
     stop = _stop_check(tokenizer, kw.get("stop_strings"))
     requests = [GenRequest(ids, segs, max_new, lambda kind, value: None, should_stop=stop,
-                           keep_logits=bool(kw.get("output_logits")), **sampling) for ids, segs in rows for _ in range(n)]
+                           min_new_tokens=int(get("min_new_tokens", 0)), keep_logits=bool(kw.get("output_logits")),
+                           **sampling) for ids, segs in rows for _ in range(n)]
     loop.run(requests)
     pad = kw.get("pad_token_id")
     pad = loop.pad_id if pad is None else pad

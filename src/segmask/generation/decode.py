@@ -38,7 +38,7 @@ class GenRequest:
     ``on_event(kind, value)`` is called from the worker thread with ``("token", id)`` for each new token,
     ``("done", finish_reason)`` once (``"stop"`` for EOS or a stop condition, ``"length"`` at ``max_new_tokens``),
     or ``("error", message)`` once instead. ``should_stop(token_ids)`` may end the row early (stop strings, a gone
-    client). With ``logprobs`` = k (None: off), ``token_logprobs`` gets ``(logprob, [(id, logprob)] * k)`` for
+    client); EOS cannot end it before ``min_new_tokens``. With ``logprobs`` = k (None: off), ``token_logprobs`` gets ``(logprob, [(id, logprob)] * k)`` for
     each token before its ``"token"`` event (``segmask.generation.sampling.token_logprobs``). With ``keep_logits``,
     ``logits`` gets this row's raw logits [V] at every step its batch decodes (also after the row finished, as
     transformers' ``output_logits`` does). ``eos`` is the EOS token that ended the row (not in ``generated``);
@@ -55,6 +55,7 @@ class GenRequest:
     should_stop: Callable[[list[int]], bool] | None = None
     logprobs: int | None = None
     top_k: int = 0
+    min_new_tokens: int = 0
     keep_logits: bool = False
     generated: list[int] = field(default_factory=list)
     token_logprobs: list[tuple[float, list[tuple[int, float]]]] = field(default_factory=list)
@@ -202,7 +203,10 @@ class DecodeLoop:
             if not live[b]:
                 continue
             try:
-                next_ids[b] = pick_token(logits[b], req.temperature, req.top_p, generators[b], req.top_k)
+                row = logits[b]
+                if len(req.generated) < req.min_new_tokens and self.eos_ids:
+                    row = row.index_fill(0, torch.tensor(sorted(self.eos_ids), device=row.device), float("-inf"))
+                next_ids[b] = pick_token(row, req.temperature, req.top_p, generators[b], req.top_k)
                 live[b] = self._advance(req, next_ids[b], logits[b])
             except Exception as err:  # this row's sampling or its client's callbacks: it alone fails
                 live[b] = False
