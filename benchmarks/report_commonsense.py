@@ -106,7 +106,8 @@ def _pooled(runs: dict, args, a: str, b: str) -> list[str]:
     mde = MDE_FACTOR * (high - low) / 2
     return [f"| {'+'.join(str(s) for s in args.seeds)} | {ARM_LABEL[b]} − {ARM_LABEL[a]}, mean over seeds | "
             f"{len(keys)} × {len(names)} | {_pct(acc[0])} | {_pct(acc[1])} | {100 * (acc[1] - acc[0]):+.1f} | "
-            f"[{100 * low:+.1f}, {100 * high:+.1f}] | {mcnemar_exact(a_only, b_only):.3g} | {100 * mde:.1f} | {len(tasks)}/7 |"]
+            f"[{100 * low:+.1f}, {100 * high:+.1f}] | {mcnemar_exact(a_only, b_only):.3g} | {100 * mde:.1f} | "
+            f"{len(tasks)}/7 |"]
 
 
 def _condition_table(runs: dict, tasks: list[str]) -> list[str]:

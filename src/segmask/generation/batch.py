@@ -33,9 +33,9 @@ from ..hf.prefill import ROUTES
 from .decode import DecodeLoop, GenRequest
 from .prefix_cache import PrefixCache, PrefixEntry
 
-LOOP_OPTIONS = frozenset({"max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p", "top_k", "num_return_sequences",
-                          "num_beams", "stop_strings", "output_logits", "eos_token_id", "pad_token_id",
-                          "prefill_route", "return_dict_in_generate"})
+LOOP_OPTIONS = frozenset({"max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p", "top_k",
+                          "num_return_sequences", "num_beams", "stop_strings", "output_logits", "eos_token_id",
+                          "pad_token_id", "prefill_route", "return_dict_in_generate"})
 """``generate`` options the decode loop runs; any other option set (or ``num_beams`` > 1, also in the model's
 generation config) goes to transformers' ``generate``."""
 _NEUTRAL = frozenset({("use_cache", True), ("output_attentions", False), ("output_hidden_states", False),
@@ -92,12 +92,12 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
         prefix_cache: reuse and store the KV of leading segments (needs ``segment_ids``).
         tokenizer: checked against the prefix cache; gives the pad and EOS ids; needed for ``stop_strings``.
         gen_kwargs: ``model.generate`` options, unset ones taken from the model's generation config:
-            ``max_new_tokens``, ``min_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``, ``num_return_sequences``,
-            ``stop_strings``, ``output_logits``, ``eos_token_id`` (None: no EOS), ``pad_token_id``, and
-            ``prefill_route`` (``"auto"``, ``"dense"``, ``"segment"``: ``segmask.hf.prefill.mas_prefill``) run on
-            the decode loop; any other (``num_beams``, ``repetition_penalty``, ``cache_implementation``, ...) runs
-            transformers' ``generate``, where a warm request decodes into a DynamicCache built from the cache entry
-            (``cache_implementation`` ignored).
+            ``max_new_tokens``, ``min_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``,
+            ``num_return_sequences``, ``stop_strings``, ``output_logits``, ``eos_token_id`` (None: no EOS),
+            ``pad_token_id``, and ``prefill_route`` (``"auto"``, ``"dense"``, ``"segment"``:
+            ``segmask.hf.prefill.mas_prefill``) run on the decode loop; any other (``num_beams``,
+            ``repetition_penalty``, ``cache_implementation``, ...) runs transformers' ``generate``, where a warm
+            request decodes into a DynamicCache built from the cache entry (``cache_implementation`` ignored).
 
     Returns:
         ``Generation`` with the new tokens [B * n, N].
@@ -147,10 +147,12 @@ def _loop_generate(model, rows, mas: bool, prefix_cache, tokenizer, kw) -> Gener
                 return value
         return default
 
-    eos = kw["eos_token_id"] if "eos_token_id" in kw else None
+    eos_ids = None  # the model's and tokenizer's EOS ids, unless the call names its own (None: no EOS)
+    if "eos_token_id" in kw:
+        eos = kw["eos_token_id"]
+        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
     loop = DecodeLoop(model, tokenizer, mas=mas, prefix_cache=prefix_cache, isolate=False,
-                      prefill_route=kw.get("prefill_route", "auto"),
-                      eos_ids=None if "eos_token_id" not in kw else [eos] if isinstance(eos, int) else eos or [])
+                      prefill_route=kw.get("prefill_route", "auto"), eos_ids=eos_ids)
     sampling = dict(temperature=get("temperature", 1.0), top_p=get("top_p", 1.0), top_k=get("top_k", 0)) \
         if get("do_sample", False) else {}
     n, width = int(get("num_return_sequences", 1)), max(len(ids) for ids, _ in rows)

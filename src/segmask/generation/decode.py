@@ -35,14 +35,15 @@ from .sampling import make_generator, pick_token, token_logprobs
 class GenRequest:
     """One generation job: a tokenized prompt plus decoding options.
 
-    ``on_event(kind, value)`` is called from the worker thread with ``("token", id)`` for each new token,
-    ``("done", finish_reason)`` once (``"stop"`` for EOS or a stop condition, ``"length"`` at ``max_new_tokens``),
-    or ``("error", message)`` once instead. ``should_stop(token_ids)`` may end the row early (stop strings, a gone
-    client); EOS cannot end it before ``min_new_tokens``. With ``logprobs`` = k (None: off), ``token_logprobs`` gets ``(logprob, [(id, logprob)] * k)`` for
-    each token before its ``"token"`` event (``segmask.generation.sampling.token_logprobs``). With ``keep_logits``,
-    ``logits`` gets this row's raw logits [V] at every step its batch decodes (also after the row finished, as
-    transformers' ``output_logits`` does). ``eos`` is the EOS token that ended the row (not in ``generated``);
-    ``reused`` how many prompt tokens came from the prefix cache.
+    ``on_event(kind, value)`` is called from the worker thread with ``("token", id)`` for each new token, ``("done",
+    finish_reason)`` once (``"stop"`` for EOS or a stop condition, ``"length"`` at ``max_new_tokens``), or
+    ``("error", message)`` once instead. ``should_stop(token_ids)`` may end the row early (stop strings, a gone
+    client); EOS cannot end it before ``min_new_tokens``. With ``logprobs`` = k (None: off), ``token_logprobs`` gets
+    ``(logprob, [(id, logprob)] * k)`` for each token before its ``"token"`` event
+    (``segmask.generation.sampling.token_logprobs``). With ``keep_logits``, ``logits`` gets this row's raw logits
+    [V] at every step its batch decodes (also after the row finished, as transformers' ``output_logits`` does).
+    ``eos`` is the EOS token that ended the row (not in ``generated``); ``reused`` how many prompt tokens came from
+    the prefix cache.
     """
 
     input_ids: list[int]
@@ -87,6 +88,7 @@ class DecodeLoop:
         self.prefix_cache = prefix_cache if mas else None
         self.pad_id = pad_token_id(tokenizer, getattr(unwrap(model), "generation_config", None))
         self.eos_ids = eos_token_ids(model, tokenizer) if eos_ids is None else set(eos_ids)
+        self._eos_index = torch.tensor(sorted(self.eos_ids), dtype=torch.long)  # held back before min_new_tokens
         self.prefill_route, self.isolate = prefill_route, isolate
 
     def run(self, requests: list[GenRequest]) -> int:
@@ -205,7 +207,7 @@ class DecodeLoop:
             try:
                 row = logits[b]
                 if len(req.generated) < req.min_new_tokens and self.eos_ids:
-                    row = row.index_fill(0, torch.tensor(sorted(self.eos_ids), device=row.device), float("-inf"))
+                    row = row.index_fill(0, self._eos_index.to(row.device), float("-inf"))
                 next_ids[b] = pick_token(row, req.temperature, req.top_p, generators[b], req.top_k)
                 live[b] = self._advance(req, next_ids[b], logits[b])
             except Exception as err:  # this row's sampling or its client's callbacks: it alone fails
