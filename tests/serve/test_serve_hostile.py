@@ -8,7 +8,6 @@ import copy
 import importlib.util
 import json
 import socket
-import statistics
 import threading
 import time
 
@@ -134,7 +133,9 @@ def test_stalled_upload_gets_408(setup):
 
 def test_health_answers_while_a_hostile_request_is_prepared():
     """A request of 400 messages keeps the prompt thread busy for seconds (the chat template is rendered once per
-    message prefix); /health must answer within 100 ms meanwhile (before: it waited for the whole rendering)."""
+    message prefix); /health must keep answering meanwhile (before: it waited for the whole rendering). Checked by
+    counting, not by a latency bound: probes answered while the request is still being prepared prove that /health
+    does not wait for it, on an idle machine or a loaded one."""
     from segmask.hf.models import load_tokenizer
     from segmask.serve import ServeConfig, create_app
 
@@ -148,17 +149,16 @@ def test_health_answers_while_a_hostile_request_is_prepared():
         sender = threading.Thread(target=lambda: done.append(post(url, hostile)))
         start = time.perf_counter()
         sender.start()
-        latencies = []
+        answered_while_busy = 0
         with httpx.Client() as probe:
             time.sleep(0.1)
             while sender.is_alive():
-                t = time.perf_counter()
                 assert probe.get(url + "/health").status_code == 200
-                latencies.append(time.perf_counter() - t)
+                answered_while_busy += sender.is_alive()  # this answer came before the hostile request's
                 time.sleep(0.02)
         busy = time.perf_counter() - start
         sender.join()
     assert done[0].status_code == 400 and done[0].json()["error"]["code"] == "context_length_exceeded"
-    assert busy > 0.5 and len(latencies) >= 5, (busy, latencies)  # the request really kept the server busy
-    # 100 ms per probe; the slowest probe may also wait for the OS on a busy machine, never for the rendering
-    assert statistics.median(latencies) < 0.1 and max(latencies) < max(0.5, busy / 4), latencies
+    assert busy > 0.5, busy  # the request really kept the server busy
+    # a /health that waited for the rendering would answer at most once before the hostile request's own reply
+    assert answered_while_busy >= 5, (answered_while_busy, busy)
