@@ -125,3 +125,29 @@ def test_sliding_window_models_are_refused():
                                                             num_key_value_heads=2, sliding_window=4)).eval())
     with pytest.raises(ValueError, match="sliding-window"):
         PrefixCache(model)
+
+
+def test_no_cache_name_deprecation_warning():
+    """transformers >= 5.24 renamed outputs' ``past_key_values`` to ``cache`` and logs a warning on the old name;
+    segmask reads the cache under the name the installed version uses (``segmask.hf.backend.output_cache``)."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = hf_logging.get_logger("transformers.utils.generic")
+    getattr(logging.Logger.warning_once, "cache_clear", lambda: None)()  # warning_once logs once per process
+    logger.addHandler(handler)
+    try:
+        model = tiny()
+        cache = PrefixCache(model)
+        batch = request([60, 61, 62], [70, 71])
+        for _ in range(2):  # cold (stores the prefix), then warm (decodes from it)
+            generate(model, batch, prefix_cache=cache, **GREEDY)
+        generate(model, batch, prefix_cache=cache, max_new_tokens=2, num_beams=2, do_sample=False)
+    finally:
+        logger.removeHandler(handler)
+    assert cache.hits >= 2
+    assert not [r for r in records if "deprecated" in r], records

@@ -27,7 +27,7 @@ import torch
 
 from ..core.runs import CAUSAL
 from ..core.segments import pad_token_id
-from ..hf.backend import cache_kwarg, is_enabled, unwrap
+from ..hf.backend import cache_kwarg, is_enabled, output_cache, unwrap
 from ..hf.generate import expand_size
 from ..hf.prefill import ROUTES
 from .decode import DecodeLoop, GenRequest
@@ -215,7 +215,7 @@ def _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, *, reused,
     with torch.no_grad():
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **extra, **gen_kwargs)
     return (Generation(out.sequences[:, input_ids.shape[1]:], getattr(out, "logits", None), reused),
-            getattr(out, "past_key_values", None))
+            output_cache(out))
 
 
 def _unpad(input_ids, attention_mask, segment_ids) -> list[tuple[list[int], list[int]]]:

@@ -26,7 +26,7 @@ import torch
 
 from ..core.runs import CAUSAL
 from ..core.segments import collate, from_segment_ids, pad_token_id, position_ids_from_attention_mask
-from ..hf.backend import cache_kwarg, eos_token_ids, unwrap
+from ..hf.backend import cache_kwarg, eos_token_ids, output_cache, unwrap
 from ..hf.prefill import mas_prefill
 from .sampling import make_generator, pick_token, token_logprobs
 
@@ -165,7 +165,7 @@ class DecodeLoop:
             out = self.model(input_ids=enc["input_ids"], use_cache=True, **kwargs, **{cache_kwarg(self.model): cache})
         if prefix is None and self.prefix_cache is not None:
             pads = (enc["attention_mask"].shape[1] - enc["attention_mask"].sum(-1)).tolist()
-            self.prefix_cache.store([(r.input_ids, r.segment_ids) for r in batch], out.past_key_values, pads)
+            self.prefix_cache.store([(r.input_ids, r.segment_ids) for r in batch], output_cache(out), pads)
         return out, attention_mask, positions
 
     def _decode(self, batch: list[GenRequest], out: Any, attention_mask: torch.Tensor,
@@ -189,7 +189,7 @@ class DecodeLoop:
             try:
                 out = self.model(input_ids=torch.tensor(next_ids, device=device)[:, None],
                                  attention_mask=attention_mask, position_ids=last_pos,
-                                 use_cache=True, **{cache_kwarg(self.model): out.past_key_values})
+                                 use_cache=True, **{cache_kwarg(self.model): output_cache(out)})
             except Exception as err:
                 for b, req in enumerate(batch):
                     if live[b]:

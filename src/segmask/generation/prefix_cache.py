@@ -27,7 +27,7 @@ import torch
 
 from ..core.runs import CAUSAL, segment_runs
 from ..core.segments import Batch
-from ..hf.backend import layer_kinds, unwrap
+from ..hf.backend import layer_kinds, output_cache, unwrap
 
 _TOKENIZER_DIGESTS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
 
@@ -228,7 +228,7 @@ class PrefixCache:
         device = next(model.parameters()).device
         with torch.no_grad():
             out = mas_prefill(model, torch.tensor([ids[:p]], device=device), torch.tensor([segs[:p]], device=device))
-        self.put(ids[:p], segs[:p], [(layer.keys, layer.values) for layer in out.past_key_values.layers])
+        self.put(ids[:p], segs[:p], [(layer.keys, layer.values) for layer in output_cache(out).layers])
         return self.lookup(ids, segs)
 
     def store(self, prompts: Sequence[tuple[Sequence[int], Sequence[int]]], kv_cache: Any, starts: Sequence[int],

@@ -41,6 +41,13 @@ def cache_kwarg(model: torch.nn.Module) -> str:
     return cache_param(unwrap(model).forward)
 
 
+def output_cache(out: Any) -> Any:
+    """The KV cache a forward or ``generate`` output carries: its ``cache`` field (transformers >= 5.24, where reading
+    ``past_key_values`` logs a deprecation warning) or ``past_key_values`` (earlier 5.x); None if it has neither."""
+    fields = getattr(out, "__dataclass_fields__", {})
+    return getattr(out, "cache" if "cache" in fields else "past_key_values", None)
+
+
 def past_length(past_key_values: Any) -> int:
     """Tokens held in a KV cache (0 for None)."""
     return 0 if past_key_values is None else int(past_key_values.get_seq_length())
