@@ -6,7 +6,8 @@ and budget (same mixed rows, order, seed, LoRA init): the mask (and, for mas-rea
 only difference. Each adapter is evaluated on every example of the 7 test sets (6,189) with the ``choice``
 protocol (each option's text scored, the headline; docs/eval.md); the label protocols (``loglik``, ``generate``),
 the base model under each mask, the repeat baseline (question twice, causal), lm-eval's ``qa`` prompt and the
-option-order diagnostic (options before the question) are further jobs. Accuracy against training steps comes from
+option-order diagnostic (options before the question) are further jobs; the label protocols run on a fixed subset
+(``--label-limit`` per task), the rest on every example. Accuracy against training steps comes from
 adapter snapshots (``--curve-steps``) evaluated on a fixed subset (``--curve-limit`` per task).
 
     python benchmarks/reproduce_commonsense.py                 # run every job not yet done, in priority order
@@ -76,6 +77,9 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated; choice is the headline")
     p.add_argument("--no-diagnostics", action="store_true", help="skip the repeat, qa and option-order conditions")
     p.add_argument("--eval-limit", type=int, default=0, help="examples per test set (fixed seeded subset; 0: all)")
+    p.add_argument("--label-limit", type=int, default=100,
+                   help="examples per test set for the label protocols (loglik, generate; 0: all): at 135M they "
+                        "measure label preference, not the tasks (docs/eval.md), so a subset shows what they pick")
     p.add_argument("--eval-batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=42, help="seed of the --eval-limit / --curve-limit subsets")
     p.add_argument("--parallel", type=int, default=2, help="jobs at a time")
@@ -184,9 +188,11 @@ def conditions(args) -> dict[str, Condition]:
         for mask in ("causal", "mas", "causal-repeat"):
             out[f"base-{mask}-choice-qa"] = Condition(None, None, mask, "choice", prompt_form="qa", diagnostic=True)
     for protocol in [p for p in args.protocols if p != "choice"]:
+        limit = args.label_limit or None
         if protocol == "loglik":  # an untuned model rarely writes a label, so no base generate (docs/eval.md)
-            out.update({f"base-{mask}-loglik": Condition(None, None, mask, "loglik") for mask in ("causal", "mas")})
-        out.update({f"{arm}-s{seed}-{protocol}": Condition(arm, seed, ARMS[arm][0], protocol)
+            out.update({f"base-{mask}-loglik": Condition(None, None, mask, "loglik", limit=limit)
+                        for mask in ("causal", "mas")})
+        out.update({f"{arm}-s{seed}-{protocol}": Condition(arm, seed, ARMS[arm][0], protocol, limit=limit)
                     for seed in args.seeds for arm in args.arms})
     if "mas-ready" in args.arms:  # its final choice evaluation right after its training, before the other seeds
         names = list(out)
@@ -204,7 +210,7 @@ def eval_command(args, name: str) -> list[str]:
             "--seed", str(args.seed), "--seeds", ",".join(map(str, args.seeds)), "--arms", ",".join(args.arms),
             "--protocols", ",".join(args.protocols), "--curve-steps", ",".join(map(str, args.curve_steps)),
             "--curve-limit", str(args.curve_limit), "--curve-seeds", ",".join(map(str, args.curve_seeds)),
-            "--save-steps", str(args.save_steps)]
+            "--label-limit", str(args.label_limit), "--save-steps", str(args.save_steps)]
 
 
 def jobs(args) -> list[Job]:
@@ -347,7 +353,8 @@ def export_adapter(args, run: str) -> Path:
     rel = lambda s: s.replace(data_dir, "$DATA/").replace(out, "$OUT/")  # noqa: E731
     arm, seed = run.rsplit("-s", 1)
     cmd = [a for a in train_command(args, arm, int(seed))[3:] if a != "--resume"]
-    cfg.update(saved_dtype="float16", data_dir="$DATA: the LLM-Adapters commonsense folder (../shared/data/commonsense)",
+    cfg.update(saved_dtype="float16",
+               data_dir="$DATA: the LLM-Adapters commonsense folder (../shared/data/commonsense)",
                out_dir="$OUT: the study's --out folder (runs/reproduce)", command="segmask " + " ".join(map(rel, cmd)))
     cfg["recipe"].update(data=[rel(d) for d in cfg["recipe"]["data"]],
                          output_dir=rel(str(Path(cfg["recipe"]["output_dir"]).resolve())))
