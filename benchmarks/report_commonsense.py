@@ -23,6 +23,9 @@ from segmask.eval.run import summarize
 
 MDE_FACTOR = (1.96 + 0.8416) / 1.96
 """Minimum detectable effect (80% power, alpha 0.05 two-sided) = this times the 95% CI half-width."""
+COLLAPSE = 0.95
+"""A task is marked collapsed (‡) for a model that gives one answer to at least this share of its questions: its
+accuracy there is that answer's share of the gold answers, not a reading of the questions."""
 ARM_LABEL = {"causal": "causal-LoRA", "mas": "MAS-LoRA", "mas-ready": "MAS-LoRA from MAS-ready"}
 
 
@@ -44,12 +47,25 @@ def load_condition(out: Path, name: str) -> dict | None:
     return {"summary": summary, "rows": rows, "tasks": done, "partial": True}
 
 
-def paired(runs: dict, a: str, b: str) -> dict | None:
-    """compare_rows of B − A on the examples both have (all of them once both evaluations have finished)."""
+def collapsed(run: dict) -> dict[str, str]:
+    """task -> "answer count/n" for the tasks where ``run`` gives one answer to >= COLLAPSE of the questions."""
+    out = {}
+    for task, t in run["summary"]["tasks"].items():
+        picks = t.get("picks") or {}
+        n = sum(picks.values())
+        label, count = max(picks.items(), key=lambda kv: kv[1], default=(None, 0))
+        if n and count >= COLLAPSE * n:
+            out[task] = f"{label} {count}/{n}"
+    return out
+
+
+def paired(runs: dict, a: str, b: str, skip: tuple[str, ...] = ()) -> dict | None:
+    """compare_rows of B − A on the examples both have (all of them once both evaluations have finished), leaving
+    out the tasks in ``skip``."""
     if a not in runs or b not in runs:
         return None
     key = lambda r: (r["task"], r["index"])  # noqa: E731
-    common = {key(r) for r in runs[a]["rows"]} & {key(r) for r in runs[b]["rows"]}
+    common = {key(r) for r in runs[a]["rows"] if r["task"] not in skip} & {key(r) for r in runs[b]["rows"]}
     if not common:
         return None
     cmp = compare_rows(*[[r for r in runs[n]["rows"] if key(r) in common] for n in (a, b)], names=(a, b))
@@ -115,16 +131,28 @@ def _condition_table(runs: dict, tasks: list[str]) -> list[str]:
              "|---|---|" + "---:|" * (len(tasks) + 3)]
     for name, run in runs.items():
         s = run["summary"]
-        cells = [_pct(s["tasks"][t]["acc"]) if t in s["tasks"] else "–" for t in tasks]
+        flat = collapsed(run)
+        cells = [_pct(s["tasks"][t]["acc"]) + ("‡" if t in flat else "") if t in s["tasks"] else "–" for t in tasks]
         mean = _pct(s["mean"]["acc"]) + ("*" if run["partial"] else "")
         lines.append(f"| {name} | {s['protocol']} | " + " | ".join(cells) + f" | {mean} | {s['n_examples']} | "
                      f"{s['seconds'] / 60:.0f} |")
-    return lines + ["", "`*` partial: the mean of the tasks finished so far (`–`: not yet run)."]
+    return lines + ["", "`*` partial: the mean of the tasks finished so far (`–`: not yet run). `‡` collapsed: one "
+                         f"answer to at least {COLLAPSE:.0%} of the task's questions (see the picks below)."]
 
 
-def _curve(runs: dict, args) -> dict[str, list[tuple[int, float, int]]]:
-    """arm-seed -> [(step, mean accuracy over tasks, n)] on the curve's subset: the start model, the snapshots and
-    the final adapter (its full run restricted to the subset's examples)."""
+def _collapsed_rows(rows: list[dict]) -> list[str]:
+    """The tasks of prediction ``rows`` where one answer is given to >= COLLAPSE of the questions."""
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        picks = [r["prediction"] for r in rows if r["task"] == task]
+        if max(picks.count(p) for p in set(picks)) >= COLLAPSE * len(picks):
+            out.append(task)
+    return out
+
+
+def _curve(runs: dict, args) -> dict[str, list[tuple[int, float, int, list[str]]]]:
+    """arm-seed -> [(step, mean accuracy over tasks, n, collapsed tasks)] on the curve's subset: the start model,
+    the snapshots and the final adapter (its full run restricted to the subset's examples)."""
     out: dict[str, list[tuple[int, float, int]]] = {}
     last = (args.train_examples // (args.batch_size * args.grad_accum))
     for seed in args.curve_seeds:
@@ -142,7 +170,7 @@ def _curve(runs: dict, args) -> dict[str, list[tuple[int, float, int]]]:
                 if len(tasks) == 7:
                     accs = [sum(r["correct"] for r in rows if r["task"] == t) / sum(r["task"] == t for r in rows)
                             for t in tasks]
-                    curve.append((step, sum(accs) / len(accs), len(rows)))
+                    curve.append((step, sum(accs) / len(accs), len(rows), _collapsed_rows(rows)))
             out[f"{arm}-s{seed}"] = curve
     return out
 
@@ -189,9 +217,15 @@ def _pair_rows(runs: dict, pairs: list[tuple[str, str, str]]) -> list[str]:
              "|---|---|---|---:|---:|---:|---:|---|---:|"]
     for title, a, b in pairs:
         cmp = paired(runs, a, b)
-        if cmp:
-            m = cmp["mean"]
-            lines.append(f"| {title} | `{a}` | `{b}` | {m['n']}{'*' if cmp['partial'] else ''} | {_pct(m['acc_a'])} | "
+        if not cmp:
+            continue
+        flat = sorted({*collapsed(runs[a]), *collapsed(runs[b])} & set(cmp["tasks"]))
+        rows = [(title, cmp)]
+        if flat and (rest := paired(runs, a, b, skip=tuple(flat))):
+            rows.append((f"↳ the same without the collapsed {', '.join(flat)}", rest))
+        for label, c in rows:
+            m = c["mean"]
+            lines.append(f"| {label} | `{a}` | `{b}` | {m['n']}{'*' if c['partial'] else ''} | {_pct(m['acc_a'])} | "
                          f"{_pct(m['acc_b'])} | {100 * m['diff']:+.1f} | [{100 * m['ci_low']:+.1f}, "
                          f"{100 * m['ci_high']:+.1f}] | {m['p_mcnemar']:.3g} |")
     return lines if len(lines) > 2 else ["(not evaluated yet)"]
@@ -239,7 +273,8 @@ def _recipe(out: Path, args, timing: dict) -> list[str]:
         lines[:0] = [f"- Recipe (every arm and seed): {recipe['max_examples']} rows drawn by a seeded shuffle of the "
                      "mixed train sets " + ", ".join(Path(d).parent.name for d in recipe["data"]) + ", one pass; "
                      f"prompt form `{recipe['prompt_form']}`, answer form `{recipe['answer_form']}` (the target is "
-                     f"\"the correct answer is <{'option text' if recipe['answer_form'] == 'text' else 'label'}>\"), cutoff {recipe['cutoff']}; LoRA r={lora['r']}, "
+                     f"\"the correct answer is <{'option text' if recipe['answer_form'] == 'text' else 'label'}>\"), "
+                     f"cutoff {recipe['cutoff']}; LoRA r={lora['r']}, "
                      f"alpha={lora['alpha']}, dropout {lora['dropout']}, {'+'.join(lora['target_modules'])}; AdamW "
                      f"lr {recipe['lr']}, {recipe['warmup_steps']} warmup steps, linear decay; micro batch "
                      f"{recipe['batch_size']} × {recipe['grad_accum']}; loss on answer tokens only; float32, sdpa.",
@@ -275,7 +310,11 @@ def write_report(args, conds: dict) -> Path:
              "(base model under the arm's mask; the MAS-ready model for mas-ready), the last step the final adapter "
              "restricted to the same examples.", ""]
     for name, curve in curves.items():
-        lines.append(f"- {name}: " + ", ".join(f"step {s} {_pct(a)}%" for s, a, _ in curve))
+        lines.append(f"- {name}: " + ", ".join(f"step {s} {_pct(a)}%" + (f" (‡ {', '.join(flat)})" if flat else "")
+                                               for s, a, _, flat in curve))
+    if curves:
+        lines += ["", "`‡`: collapsed tasks at that step (one answer to at least "
+                  f"{COLLAPSE:.0%} of the subset's questions), which carry the mean there."]
     lines += ["", "## Diagnostics: base model, repeat baseline, option order, label protocols", "",
               *_pair_rows(runs, _diagnostic_pairs(args)), "", "`*` on examples both sides have so far.", "",
               "## What the models pick (choice: the position of the option picked; gold in parentheses)", ""]
