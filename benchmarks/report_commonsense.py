@@ -15,6 +15,7 @@ training steps, the option-order diagnostic, the repeat baseline, the label prot
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from reproduce_commonsense import TASKS, jobs, merge_parts
@@ -47,16 +48,12 @@ def load_condition(out: Path, name: str) -> dict | None:
     return {"summary": summary, "rows": rows, "tasks": done, "partial": True}
 
 
-def collapsed(run: dict) -> dict[str, str]:
-    """task -> "answer count/n" for the tasks where ``run`` gives one answer to >= COLLAPSE of the questions."""
-    out = {}
-    for task, t in run["summary"]["tasks"].items():
-        picks = t.get("picks") or {}
-        n = sum(picks.values())
-        label, count = max(picks.items(), key=lambda kv: kv[1], default=(None, 0))
-        if n and count >= COLLAPSE * n:
-            out[task] = f"{label} {count}/{n}"
-    return out
+def collapsed(rows: list[dict]) -> list[str]:
+    """The tasks of prediction ``rows`` where one answer is given to >= COLLAPSE of the questions."""
+    picks: dict[str, Counter] = {}
+    for r in rows:
+        picks.setdefault(r["task"], Counter())[r["prediction"]] += 1
+    return [task for task, c in picks.items() if max(c.values()) >= COLLAPSE * sum(c.values())]
 
 
 def paired(runs: dict, a: str, b: str, skip: tuple[str, ...] = ()) -> dict | None:
@@ -131,7 +128,7 @@ def _condition_table(runs: dict, tasks: list[str]) -> list[str]:
              "|---|---|" + "---:|" * (len(tasks) + 3)]
     for name, run in runs.items():
         s = run["summary"]
-        flat = collapsed(run)
+        flat = collapsed(run["rows"])
         cells = [_pct(s["tasks"][t]["acc"]) + ("‡" if t in flat else "") if t in s["tasks"] else "–" for t in tasks]
         mean = _pct(s["mean"]["acc"]) + ("*" if run["partial"] else "")
         lines.append(f"| {name} | {s['protocol']} | " + " | ".join(cells) + f" | {mean} | {s['n_examples']} | "
@@ -140,20 +137,10 @@ def _condition_table(runs: dict, tasks: list[str]) -> list[str]:
                          f"answer to at least {COLLAPSE:.0%} of the task's questions (see the picks below)."]
 
 
-def _collapsed_rows(rows: list[dict]) -> list[str]:
-    """The tasks of prediction ``rows`` where one answer is given to >= COLLAPSE of the questions."""
-    out = []
-    for task in dict.fromkeys(r["task"] for r in rows):
-        picks = [r["prediction"] for r in rows if r["task"] == task]
-        if max(picks.count(p) for p in set(picks)) >= COLLAPSE * len(picks):
-            out.append(task)
-    return out
-
-
 def _curve(runs: dict, args) -> dict[str, list[tuple[int, float, int, list[str]]]]:
     """arm-seed -> [(step, mean accuracy over tasks, n, collapsed tasks)] on the curve's subset: the start model,
     the snapshots and the final adapter (its full run restricted to the subset's examples)."""
-    out: dict[str, list[tuple[int, float, int]]] = {}
+    out: dict[str, list[tuple[int, float, int, list[str]]]] = {}
     last = (args.train_examples // (args.batch_size * args.grad_accum))
     for seed in args.curve_seeds:
         for arm in args.arms:
@@ -170,7 +157,7 @@ def _curve(runs: dict, args) -> dict[str, list[tuple[int, float, int, list[str]]
                 if len(tasks) == 7:
                     accs = [sum(r["correct"] for r in rows if r["task"] == t) / sum(r["task"] == t for r in rows)
                             for t in tasks]
-                    curve.append((step, sum(accs) / len(accs), len(rows), _collapsed_rows(rows)))
+                    curve.append((step, sum(accs) / len(accs), len(rows), collapsed(rows)))
             out[f"{arm}-s{seed}"] = curve
     return out
 
@@ -219,7 +206,7 @@ def _pair_rows(runs: dict, pairs: list[tuple[str, str, str]]) -> list[str]:
         cmp = paired(runs, a, b)
         if not cmp:
             continue
-        flat = sorted({*collapsed(runs[a]), *collapsed(runs[b])} & set(cmp["tasks"]))
+        flat = sorted({*collapsed(runs[a]["rows"]), *collapsed(runs[b]["rows"])} & set(cmp["tasks"]))
         rows = [(title, cmp)]
         if flat and (rest := paired(runs, a, b, skip=tuple(flat))):
             rows.append((f"↳ the same without the collapsed {', '.join(flat)}", rest))
