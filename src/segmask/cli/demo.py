@@ -19,8 +19,9 @@ import argparse
 from . import add_model_args, load_chosen
 
 SYSTEM = "You are a concise assistant. Answer in one sentence."
-PROMPTS = [  # written for the demo; not in adaptation's prompt pool or the test sets
-    (SYSTEM, "Which is heavier, a kilogram of feathers or a kilogram of iron?"),
+PROMPTS = [  # written for the demo; not in adaptation's prompt pool or the test sets. The first one is a question a
+    # 135M model gets right with either prefill, so the unadapted row's failure is the only thing that stands out
+    (SYSTEM, "Water boils at what temperature in Celsius at sea level?"),
     ("", "How many legs does a spider have?"),
     ("", "Read this notice and tell me when the meeting is now.\n\nThe meeting has been moved from 10 am to 3 pm "
          "because the room is being painted. Please bring your laptop."),
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if not custom:
         print("('MAS, NOT adapted' is the original model prefilled under MAS: it was trained causally, so bidirectional "
               "prompt attention confuses it. `segmask adapt` fixes that without labelled data; docs/ADAPT.md has the "
-              "measurements.)\n")
+              "measurements. Both other columns come from a 135M model, and wrong answers in both are the model's "
+              "size, not MAS: docs/ADAPT.md measures how often each is right.)\n")
     _choice_part(model, tokenizer, mask="causal" if args.causal else "mas", adapter=None if custom else True)
     return 0
 
