@@ -14,6 +14,7 @@ training steps, the option-order diagnostic, the repeat baseline, the label prot
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections import Counter
 from pathlib import Path
@@ -259,6 +260,12 @@ def _diagnostic_pairs(args) -> list[tuple[str, str, str]]:
               "base-mas-choice-before"),
              ("base causal: options before vs after", "base-causal-choice", "base-causal-choice-before"),
              ("base MAS: options before vs after", "base-mas-choice", "base-mas-choice-before")]
+    for seed in args.seeds:  # what the study's training adds to the model each arm starts from
+        pairs.append((f"causal-LoRA s{seed} vs its start (base model, causal)", "base-causal-choice",
+                      f"causal-s{seed}-choice"))
+        if "mas-ready" in args.arms:
+            pairs.append((f"{ARM_LABEL['mas-ready']} s{seed} vs its start (MAS-ready model)", "ready-mas-choice",
+                          f"mas-ready-s{seed}-choice"))
     for seed in args.seeds:
         for arm in args.arms:
             pairs.append((f"{ARM_LABEL[arm]} s{seed}: options before vs after", f"{arm}-s{seed}-choice",
@@ -274,17 +281,23 @@ def _diagnostic_pairs(args) -> list[tuple[str, str, str]]:
 
 
 def _recipe(out: Path, args, timing: dict) -> list[str]:
-    lines = []
+    lines, recipe, kept = [], None, []
     for seed in args.seeds:
         for arm in args.arms:
-            path = out / f"train-{arm}-s{seed}" / "train_summary.json"
-            if path.exists():
-                t = json.loads(path.read_text())
+            folder = out / f"train-{arm}-s{seed}"
+            if (folder / "train_summary.json").exists():
+                t = json.loads((folder / "train_summary.json").read_text())
                 lines.append(f"- `train-{arm}-s{seed}`: {t['steps']} steps, {t['tokens_seen']:,} tokens, "
                              f"{t['wall_s'] / 60:.0f} min of training ({t['tokens_per_s']} tokens/s, one thread), "
                              f"mean train loss {t['train_loss']:.3f}; rows kept {t['data']['kept']}, dropped over "
                              f"the cutoff {t['data']['dropped']}.")
                 recipe = t["recipe"]
+            elif (folder / "adapter" / "segmask.json").exists():  # an adapter kept without its training's output
+                kept.append(folder.name)
+                recipe = recipe or json.loads((folder / "adapter" / "segmask.json").read_text())["recipe"]
+    if kept:
+        lines.append("- " + ", ".join(f"`{k}`" for k in kept) + ": evaluated from the adapter alone (its training "
+                     "summary and loss curve are not in this output folder); recipe from its `segmask.json`.")
     if lines:
         lora = recipe["lora"]
         lines[:0] = [f"- Recipe (every arm and seed): {recipe['max_examples']} rows drawn by a seeded shuffle of the "
@@ -314,7 +327,10 @@ def write_report(args, conds: dict) -> Path:
     prefix = Path(args.report).stem.lower()
     plots = _plots(docs, prefix, args, curves, out)
     queue = jobs(args)
-    done = [j.name for j in queue if j.done()]
+    if getattr(args, "only", None):  # a page about part of the study: the jobs --only names
+        queue = [j for j in queue if any(fnmatch.fnmatch(j.name, p) for p in args.only.split(","))]
+    done = [j.name for j in queue if j.done() or (j.name.startswith("train-") and (
+        out / j.name / "adapter" / "adapter_model.safetensors").exists())]
     lines = ["# The MAS vs causal study: LoRA on commonsense reasoning (SmolLM2-135M-Instruct, CPU)", "",
              "Produced by `python benchmarks/reproduce_commonsense.py` (this page: `--stage report`), which runs "
              "one queue of jobs in priority order and resumes where it stopped. Every number below was measured; "

@@ -387,7 +387,10 @@ def main(argv=None) -> int:
     if args.stage in ("report", "all"):
         from report_commonsense import write_report
 
-        write_report(args, conditions(args))
+        conds = conditions(args)
+        if args.only:
+            conds = {n: c for n, c in conds.items() if any(fnmatch.fnmatch(n, p) for p in args.only.split(","))}
+        write_report(args, conds)
     print(f"done in {time.time() - start:.0f} s", flush=True)
     return 0
 
