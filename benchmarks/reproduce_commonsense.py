@@ -24,6 +24,11 @@ from its last checkpoint (``segmask train --resume``), an evaluation keeps every
 parts``). So a study that needs more CPU hours than one sitting is the same command rerun. ``OUT/timing.json``
 holds the wall seconds per job, summed over sittings. Finished adapters are copied in float16 to ``adapters/
 commonsense-ARM-sSEED`` with data paths relative to the data folder.
+
+``OUT`` lives on the machine that ran the jobs. ``benchmarks/outcomes.py export`` keeps each finished evaluation's
+per-example picks in ``docs/outcomes`` and ``restore`` rebuilds the run folders from them on a new machine, so the
+report can be regenerated there; with the committed adapters linked as ``OUT/train-ARM-sSEED/adapter``, the queue
+then continues where it was.
 """
 
 from __future__ import annotations
