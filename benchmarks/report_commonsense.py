@@ -337,11 +337,12 @@ def write_report(args, conds: dict) -> Path:
              f"{len(done)} of {len(queue)} jobs have finished, and what has not is listed at the end.", "",
              "## Headline: choice protocol, every example of the 7 test sets (6,189), MAS − causal", "",
              *headline, "", "## Recipe and budget", "", *_recipe(out, args, timing), "",
-             "## Accuracy per condition (choice unless named; %)", "", *_condition_table(runs, TASKS), "",
-             "## Accuracy against training steps", "",
-             f"Fixed subset of {args.curve_limit} examples per test set (seeded); step 0 is the starting model "
-             "(base model under the arm's mask; the MAS-ready model for mas-ready), the last step the final adapter "
-             "restricted to the same examples.", ""]
+             "## Accuracy per condition (choice unless named; %)", "", *_condition_table(runs, TASKS), ""]
+    if args.curve_steps:
+        lines += ["## Accuracy against training steps", "",
+                  f"Fixed subset of {args.curve_limit} examples per test set (seeded); step 0 is the starting model "
+                  "(base model under the arm's mask; the MAS-ready model for mas-ready), the last step the final "
+                  "adapter restricted to the same examples.", ""]
     for name, curve in curves.items():
         lines.append(f"- {name}: " + ", ".join(f"step {s} {_pct(a)}%" + (f" (‡ {', '.join(flat)})" if flat else "")
                                                for s, a, _, flat in curve))
