@@ -14,12 +14,11 @@ training steps, the option-order diagnostic, the repeat baseline, the label prot
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from collections import Counter
 from pathlib import Path
 
-from reproduce_commonsense import TASKS, jobs, merge_parts
+from reproduce_commonsense import TASKS, jobs, merge_parts, selected
 from segmask.eval import compare_rows, format_picks, load_run, mcnemar_exact, paired_bootstrap
 from segmask.eval.run import summarize
 
@@ -326,11 +325,8 @@ def write_report(args, conds: dict) -> Path:
     timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
     prefix = Path(args.report).stem.lower()
     plots = _plots(docs, prefix, args, curves, out)
-    queue = jobs(args)
-    if getattr(args, "only", None):  # a page about part of the study: the jobs --only names
-        queue = [j for j in queue if any(fnmatch.fnmatch(j.name, p) for p in args.only.split(","))]
-    done = [j.name for j in queue if j.done() or (j.name.startswith("train-") and (
-        out / j.name / "adapter" / "adapter_model.safetensors").exists())]
+    queue = [j for j in jobs(args) if selected(args, j.name)]  # with --only, a page about part of the study
+    done = [j.name for j in queue if j.done()]
     lines = ["# The MAS vs causal study: LoRA on commonsense reasoning (SmolLM2-135M-Instruct, CPU)", "",
              "Produced by `python benchmarks/reproduce_commonsense.py` (this page: `--stage report`), which runs "
              "one queue of jobs in priority order and resumes where it stopped. Every number below was measured; "

@@ -140,6 +140,11 @@ class Job:
         return all(p.exists() for p in self.needs)
 
 
+def selected(args, name: str) -> bool:
+    """Whether job or condition ``name`` matches ``--only`` (every name does without it)."""
+    return not args.only or any(fnmatch.fnmatch(name, p) for p in args.only.split(","))
+
+
 def train_dir(args, arm: str, seed: int) -> Path:
     return Path(args.out) / f"train-{arm}-s{seed}"
 
@@ -221,8 +226,9 @@ def eval_command(args, name: str) -> list[str]:
 def jobs(args) -> list[Job]:
     """The queue in priority order: each training just before the first evaluation that needs it."""
     out = Path(args.out)
+    # a training is done once its adapter is (segmask.json is written last), as it is for a committed adapter linked in
     trains = {(arm, seed): Job(f"train-{arm}-s{seed}", train_command(args, arm, seed),
-                               train_dir(args, arm, seed) / "train_summary.json")
+                               train_dir(args, arm, seed) / "adapter" / "segmask.json")
               for seed in args.seeds for arm in args.arms}
     queue: list[Job] = []
     for name, c in conditions(args).items():
@@ -380,9 +386,7 @@ def main(argv=None) -> int:
         eval_job(args)
         return 0
     queue = jobs(args)
-    if args.only:
-        patterns = args.only.split(",")
-        queue = [j for j in queue if any(fnmatch.fnmatch(j.name, p) for p in patterns)]
+    queue = [j for j in queue if selected(args, j.name)]
     if args.list:
         print_plan(args, queue)
         return 0
@@ -392,10 +396,7 @@ def main(argv=None) -> int:
     if args.stage in ("report", "all"):
         from report_commonsense import write_report
 
-        conds = conditions(args)
-        if args.only:
-            conds = {n: c for n, c in conds.items() if any(fnmatch.fnmatch(n, p) for p in args.only.split(","))}
-        write_report(args, conds)
+        write_report(args, {n: c for n, c in conditions(args).items() if selected(args, n)})
     print(f"done in {time.time() - start:.0f} s", flush=True)
     return 0
 
