@@ -107,7 +107,9 @@ def trained_prompts(run: str | None) -> set[str]:
     """Every user message the adaptation run trained on (from its ``teacher.pt``), to keep them out."""
     if not run or not (Path(run) / "teacher.pt").exists():
         return set()
-    records = torch.load(Path(run) / "teacher.pt", weights_only=False)
+    from segmask.train.adapt import read_teacher_cache
+
+    records = read_teacher_cache(Path(run) / "teacher.pt")
     return {m["content"] for r in records for m in r["messages"] if m["role"] == "user"}
 
 

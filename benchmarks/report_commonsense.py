@@ -7,7 +7,7 @@ examples both sides have. Nothing is invented: what did not run is listed as mis
 McNemar over the pooled examples, and the minimum detectable effect at that n (80% power, two-sided 5%: 2.8/1.96
 times the CI's half-width), and, once every seed of both arms has finished, the same over the seeds (per example the
 mean outcome over seeds; McNemar over the (seed, example) pairs). Then accuracy per condition, accuracy against
-training steps, the option-order diagnostic, the repeat baseline, the label protocols, and what each model picks.
+training steps, the layout diagnostic, the repeat baseline, the label protocols, and what each model picks.
 
     python benchmarks/reproduce_commonsense.py --stage report [--out runs/reproduce] [--notes my_reading.md]
 """

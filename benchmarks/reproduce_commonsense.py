@@ -6,7 +6,7 @@ and budget (same mixed rows, order, seed, LoRA init): the mask (and, for mas-rea
 only difference. Each adapter is evaluated on every example of the 7 test sets (6,189) with the ``choice``
 protocol (each option's text scored, the headline; docs/eval.md); the label protocols (``loglik``, ``generate``),
 the base model under each mask, the repeat baseline (question twice, causal), lm-eval's ``qa`` prompt and the
-option-order diagnostic (options before the question) are further jobs; the label protocols run on a fixed subset
+layout diagnostic (options before the question) are further jobs; the label protocols run on a fixed subset
 (``--label-limit`` per task), the rest on every example. Accuracy against training steps comes from
 adapter snapshots (``--curve-steps``) evaluated on a fixed subset (``--curve-limit`` per task).
 
@@ -80,7 +80,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--curve-limit", type=int, default=100, help="examples per test set for the curve's evaluations")
     p.add_argument("--curve-seeds", default=None, help="seeds whose runs get the curve (default: the first seed)")
     p.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated; choice is the headline")
-    p.add_argument("--no-diagnostics", action="store_true", help="skip the repeat, qa and option-order conditions")
+    p.add_argument("--no-diagnostics", action="store_true", help="skip the repeat, qa and layout conditions")
     p.add_argument("--eval-limit", type=int, default=0, help="examples per test set (fixed seeded subset; 0: all)")
     p.add_argument("--label-limit", type=int, default=100,
                    help="examples per test set for the label protocols (loglik, generate; 0: all): at 135M they "
@@ -118,7 +118,7 @@ class Condition:
     seed: int | None
     mask: str
     protocol: str
-    option_order: str = "after"
+    layout: str = "after"
     prompt_form: str = "commonsense"
     diagnostic: bool = False
     step: int | None = None
@@ -261,13 +261,13 @@ def eval_job(args) -> None:
         if not (part / "summary.json").exists():
             evaluate(model, tok, [task], args.data_dir, protocol=c.protocol, mask=c.mask, limit=limit,
                      seed=args.seed, batch_size=args.eval_batch_size, num_beams=1, max_new_tokens=16,
-                     prompt_form=c.prompt_form, option_order=c.option_order, out_dir=part, progress=False)
+                     prompt_form=c.prompt_form, layout=c.layout, out_dir=part, progress=False)
     rows, seconds, _ = merge_parts(folder)
     summary = summarize(rows, TASKS, c.protocol)
     summary.update(seconds=seconds, examples_per_s=len(rows) / seconds,
                    settings={"protocol": c.protocol, "mask": c.mask, "limit": limit, "seed": args.seed,
                              "batch_size": args.eval_batch_size, "prompt_form": c.prompt_form,
-                             "option_order": c.option_order, "adapter": str(adapter) if adapter else None,
+                             "layout": c.layout, "adapter": str(adapter) if adapter else None,
                              "condition": args.job, "train_seed": c.seed, "step": c.step,
                              "model": None if adapter else c.model})
     write_run(folder, summary, rows)

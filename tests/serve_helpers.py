@@ -25,13 +25,14 @@ def served_tiny_model(**config):
 
     from segmask.hf.models import load_tokenizer
     from segmask.serve import ServeConfig, create_app
+    from segmask.serve.front import front_options
 
     tokenizer = load_tokenizer()
     model = tiny_model(tokenizer=tokenizer)
     reference = copy.deepcopy(model)
     config = ServeConfig(**{"model_name": MODEL, "max_prompt_tokens": 300, "max_tokens": 64,
                             "default_max_tokens": MAX_TOKENS, "batch_wait_s": 0.05, **config})
-    with running_server(create_app(model, tokenizer, config)) as url:
+    with running_server(create_app(model, tokenizer, config), **front_options(config)) as url:
         yield url, reference, tokenizer
 
 
@@ -42,12 +43,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(app):
-    """Serve ``app`` with uvicorn on a free localhost port in a thread; yields the base URL."""
+def running_server(app, **options):
+    """Serve ``app`` with uvicorn (``uvicorn.Config`` ``options``, e.g. ``front_options``) on a free localhost port
+    in a thread; yields the base URL."""
     import uvicorn
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

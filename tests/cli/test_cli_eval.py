@@ -21,14 +21,21 @@ def _args(argv):
 def test_mask_and_prompt_form_default_from_adapter(tmp_path):
     (tmp_path / "segmask.json").write_text(json.dumps(
         {"mask": "causal", "prompt_form": "chat", "base_model": "some/base",
-         "recipe": {"system": "Be brief.", "option_order": "before"}}))
+         "recipe": {"system": "Be brief.", "layout": "before"}}))
     got = settings(_args(["--adapter", str(tmp_path)]))
-    assert got == {"mask": "causal", "prompt_form": "chat", "option_order": "before", "system": "Be brief.",
+    assert got == {"mask": "causal", "prompt_form": "chat", "layout": "oq", "system": "Be brief.",
                    "model": "some/base"}
     got = settings(_args(["--adapter", str(tmp_path), "--mask", "mas", "--prompt-form", "commonsense",
-                          "--option-order", "after"]))
-    assert (got["mask"], got["prompt_form"], got["option_order"]) == ("mas", "commonsense", "after")
-    assert (settings(_args([]))["mask"], settings(_args([]))["option_order"]) == ("mas", "after")
+                          "--layout", "after"]))
+    assert (got["mask"], got["prompt_form"], got["layout"]) == ("mas", "commonsense", "qo")
+    assert (settings(_args([]))["mask"], settings(_args([]))["layout"]) == ("mas", "data")
+    # an adapter trained on a mix of layouts (or recorded under the older name) is evaluated as the data is laid out
+    (tmp_path / "segmask.json").write_text(json.dumps({"mask": "mas", "prompt_form": "commonsense", "recipe": {"layout": "cqo,qoc"}}))
+    assert settings(_args(["--adapter", str(tmp_path)]))["layout"] == "data"
+    (tmp_path / "segmask.json").write_text(json.dumps({"mask": "mas", "prompt_form": "commonsense", "recipe": {"option_order": "before"}}))
+    assert settings(_args(["--adapter", str(tmp_path)]))["layout"] == "oq"
+    with pytest.raises(ValueError, match="layout must be one of"):
+        settings(_args(["--layout", "sideways"]))
     assert settings(_args(["--causal"]))["mask"] == "causal"
     assert settings(_args(["--mask", "causal-repeat", "--protocol", "choice", "--prompt-form", "qa"]))["mask"] \
         == "causal-repeat"
@@ -48,7 +55,7 @@ def test_eval_and_compare_end_to_end(smollm2, data_dir, tmp_path, capsys, monkey
     assert main(["eval", *common, "--protocol", "generate", "--num-beams", "1", "--max-new-tokens", "6",
                  "--out", str(tmp_path / "gen")]) == 0
     assert main(["eval", *common, "--protocol", "loglik", "--mask", "causal", "--out", str(tmp_path / "ll")]) == 0
-    assert main(["eval", *common, "--protocol", "choice", "--mask", "causal-repeat", "--option-order", "before",
+    assert main(["eval", *common, "--protocol", "choice", "--mask", "causal-repeat", "--layout", "before",
                  "--out", str(tmp_path / "choice")]) == 0
     out = capsys.readouterr().out
     assert "boolq" in out and "piqa" in out and "acc_norm" in out and "picks (acc) per task" in out

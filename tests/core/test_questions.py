@@ -66,7 +66,7 @@ def test_answer_by_content():
     assert parse_question(rec(BOOLQ, "x")).answer_text("false") == "the correct answer is false"
     assert parse_question(rec(WINO, "x")).answer_text("option2") == \
         "Sarah was a much better surgeon than Maria so Maria always got the easier cases."
-    out = rewrite_record(rec(PIQA, "solution2"), answer_form="text", option_order="before")
+    out = rewrite_record(rec(PIQA, "solution2"), answer_form="text", layout="before")
     assert out["output"] == "the correct answer is Use a  hammer."
     assert out["instruction"].startswith("Solution1: Use a towel. \n\nSolution2: Use a  hammer.\n\nPlease choose")
     assert answer_label({"output": "the correct answer is Solution2"}) == "solution2"
@@ -76,11 +76,11 @@ def test_rewrite_defaults_leave_any_record_alone():
     odd = {"instruction": "Add 2 and 3.", "output": "5"}
     assert rewrite_record(odd) == odd and rewrite_record(odd) is not odd
     with pytest.raises(ValueError, match="not a commonsense multiple-choice layout"):
-        rewrite_record({**odd, "index": 7}, option_order="before")
+        rewrite_record({**odd, "index": 7}, layout="before")
     with pytest.raises(ValueError, match="answer_form must be one of"):
         rewrite_record(odd, answer_form="letters")
-    with pytest.raises(ValueError, match="option_order must be one of"):
-        rewrite_record(odd, option_order="middle")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        rewrite_record(odd, layout="middle")
 
 
 def test_parse_errors_name_the_record():
@@ -111,3 +111,41 @@ def test_every_record_of_every_task_parses(data_dir):
             assert before.count(q.question) >= 1 and all(o in before for o in q.options), where
             assert q.blank == (task.name == "winogrande"), where
             assert rewrite_record(row, answer_form="text")["output"] == q.answer_text(answer_label(row)), where
+
+
+STRUCTURED = {"context": "Facts: Ann has a red cup. Bo has a blue cup.", "question": "What color is Ann's cup?",
+              "options": ["blue", "red"], "answer": "answer2", "output": "the correct answer is answer2"}
+
+
+def test_structured_records_render_every_layout():
+    """Each layout is the named parts in its order, blank-line separated, the format line last (written by hand)."""
+    c, q = STRUCTURED["context"], "Please choose the correct answer to the question: What color is Ann's cup?"
+    o, f = "Answer1: blue Answer2: red", "Answer format: answer1/answer2"
+    want = {"cqo": [c, q, o, f], "qoc": [q, o, c, f], "coq": [c, o, q, f], "ocq": [o, c, q, f], "oqc": [o, q, c, f],
+            "qco": [q, c, o, f], "qo": [q, o, f], "oq": [o, q, f]}
+    for layout, parts in want.items():
+        assert rewrite_record(STRUCTURED, layout=layout)["instruction"] == "\n\n".join(parts), layout
+    q2 = parse_question(STRUCTURED)
+    assert q2.labels == ("answer1", "answer2") and q2.options == ("blue", "red") and q2.context == c
+    # the rendered qo/oq text parses back as a commonsense record with the same options
+    back = parse_question({"instruction": rewrite_record(STRUCTURED, layout="qo")["instruction"]})
+    assert back.options == q2.options and back.question == q2.question
+    assert rewrite_record(STRUCTURED, layout="qoc", answer_form="text")["output"] == "the correct answer is red"
+    with pytest.raises(ValueError, match="'options' must be a list"):
+        parse_question({**STRUCTURED, "options": ["only one"], "index": 5})
+
+
+def test_context_layouts_on_commonsense_records():
+    """A context layout moves the sentences before a question's last one (social_i_qa's situation); a one-sentence
+    question has no context, so its ``c`` is left out."""
+    siqa = rec("Please choose the correct answer to the question: Jan fed the cat. Why did Jan do this?\n\n"
+               "Answer1: to be kind Answer2: to sleep Answer3: to run\n\nAnswer format: answer1/answer2/answer3",
+               "answer1")
+    assert rewrite_record(siqa, layout="qoc")["instruction"] == (
+        "Please choose the correct answer to the question: Why did Jan do this?\n\n"
+        "Answer1: to be kind Answer2: to sleep Answer3: to run\n\nJan fed the cat.\n\n"
+        "Answer format: answer1/answer2/answer3")
+    assert rewrite_record(rec(ARC, "answer2"), layout="qoc")["instruction"] == ARC
+    assert rewrite_record(rec(ARC, "answer2"), layout="ocq")["instruction"] == \
+        rewrite_record(rec(ARC, "answer2"), layout="oq")["instruction"]
+    assert rewrite_record(rec(WINO, "option1"), layout="cqo")["instruction"] == WINO  # blanks keep their sentence

@@ -65,11 +65,11 @@ def test_qa_prompt_is_lm_evals(tok):
     lead = len(tok("Answer:", add_special_tokens=False)["input_ids"])
     assert segs[-lead:] == [-1] * lead and set(segs[:-lead]) == {0}
     with pytest.raises(ValueError, match="lists no options"):
-        choice_request(tok, ARC, prompt_form="qa", option_order="before")
+        choice_request(tok, ARC, prompt_form="qa", layout="before")
 
 
-def test_option_order_before(tok):
-    request = choice_request(tok, ARC, option_order="before")
+def test_layout_before(tok):
+    request = choice_request(tok, ARC, layout="before")
     assert "### Instruction:\nAnswer1: in trees Answer2: in water Answer3: in the sky\n\nPlease choose the correct " \
            "answer to the question: Where do fish live?\n\nAnswer format:" in request.context.text
     assert decoded(tok, request) == decoded(tok, choice_request(tok, ARC))
@@ -132,8 +132,8 @@ def test_text_answer_training_targets_are_the_scored_continuations(tok, record, 
     """``segmask train --answer-form text`` trains exactly the tokens choice scores for the correct option."""
     from segmask.train.data import encode_record
 
-    example = encode_record(tok, {**record, "output": "unused"}, answer_form="text", option_order=order)
-    request = choice_request(tok, record, option_order=order)
+    example = encode_record(tok, {**record, "output": "unused"}, answer_form="text", layout=order)
+    request = choice_request(tok, record, layout=order)
     n, gold = len(request.context), request.question.index(record["answer"])
     cont = request.continuations[gold]
     assert example.input_ids[:n] == request.context.input_ids
@@ -166,9 +166,9 @@ def test_evaluate_choice_end_to_end(tok, models, tmp_path):
     assert arc["answers"] == {"answer2": 2} and sum(arc["picks"].values()) == 2 == sum(arc["picks_norm"].values())
     assert summary["tasks"]["winogrande"]["acc"] == summary["tasks"]["winogrande"]["acc_norm"]  # same scored text
     assert "(2)" in format_picks(summary).splitlines()[3]
-    assert summary["settings"]["option_order"] == "after"
+    assert summary["settings"]["layout"] == "data"
     with pytest.raises(ValueError, match="use it with protocol 'choice'"):
         evaluate(model, tok, "boolq", tmp_path, protocol="loglik", prompt_form="qa", progress=False)
-    before = evaluate(model, tok, "ARC-Easy", tmp_path, protocol="loglik", option_order="before",
+    before = evaluate(model, tok, "ARC-Easy", tmp_path, protocol="loglik", layout="before",
                       mask="causal-repeat", progress=False)
-    assert before["settings"]["option_order"] == "before" and before["tasks"]["ARC-Easy"]["n"] == 2
+    assert before["settings"]["layout"] == "oq" and before["tasks"]["ARC-Easy"]["n"] == 2

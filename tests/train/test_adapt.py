@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -192,6 +193,42 @@ def test_init_adapter_is_merged_and_recorded(tmp_path):
     (tmp_path / "task" / "segmask.json").write_text(json.dumps({"mask": "mas", "prompt_form": "chat",
                                                                 "recipe": {"init_adapter": str(tmp_path / "init")}}))
     assert init_adapter_of(tmp_path / "task") == tmp_path / "init"
-    (tmp_path / "task" / "segmask.json").write_text(json.dumps({"recipe": {"init_adapter": str(tmp_path / "gone")}}))
+    (tmp_path / "task" / "segmask.json").write_text(json.dumps({"mask": "mas", "prompt_form": "chat",
+                                                               "recipe": {"init_adapter": str(tmp_path / "gone")}}))
     with pytest.raises(ValueError, match="missing"):
         init_adapter_of(tmp_path / "task")
+
+
+class _Payload:
+    """Unpickling this runs ``Path.touch(marker)``: what a crafted ``teacher.pt`` could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_crafted_teacher_cache_never_runs(tmp_path, monkeypatch):
+    """A pickle payload left in ``--out`` is not executed: ignored (overwritten) without ``--resume``, refused with
+    an error naming the file with it (``weights_only``)."""
+    import segmask.train.adapt as adapt_mod
+
+    marker = tmp_path / "payload-ran"
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save([_Payload(marker)], out / adapt_mod.TEACHER_FILE)
+    fake = {"answer_ids": [5, 6], "topk_ids": torch.zeros(2, 3, dtype=torch.long),
+            "topk_logp": torch.zeros(2, 3, dtype=torch.float16)}
+    monkeypatch.setattr(adapt_mod, "teacher_answers", lambda model, tok, convs, **kw: [dict(fake) for _ in convs])
+    cfg = AdaptConfig(output_dir=str(out), prompts=2, self_instruct=0, multi_turn=0.0)
+    records = adapt_mod.build_teacher_cache(None, None, cfg)
+    assert len(records) == 2 and not marker.exists()
+    assert adapt_mod.read_teacher_cache(out / adapt_mod.TEACHER_FILE)[0]["answer_ids"] == [5, 6]  # rewritten as data
+    torch.save([_Payload(marker)], out / adapt_mod.TEACHER_FILE)
+    with pytest.raises(ValueError, match="teacher.pt: not a teacher cache"):
+        adapt_mod.build_teacher_cache(None, None, AdaptConfig(output_dir=str(out), prompts=2, resume=True))
+    assert not marker.exists()
+    torch.save({"not": "records"}, out / adapt_mod.TEACHER_FILE)
+    with pytest.raises(ValueError, match="expected a list of records"):
+        adapt_mod.read_teacher_cache(out / adapt_mod.TEACHER_FILE)

@@ -166,7 +166,7 @@ ARC_RECORD = {"instruction": "Please choose the correct answer to the question: 
 
 
 def test_answer_form_text_and_options_before(tok):
-    ex = encode_record(tok, ARC_RECORD, answer_form="text", option_order="before")
+    ex = encode_record(tok, ARC_RECORD, answer_form="text", layout="before")
     assert labelled_text(tok, ex) == "the correct answer is in water" + tok.eos_token
     instruction = tok.decode([t for t, s in zip(ex.input_ids, ex.segment_ids) if s == 1])
     assert instruction == ("### Instruction:\nAnswer1: in trees Answer2: in water\n\nPlease choose the correct answer "
@@ -183,3 +183,26 @@ def test_answer_form_text_and_options_before(tok):
         encode_record(tok, {"instruction": "Add 2 and 3.", "output": "5"}, answer_form="text", index=3)
     with pytest.raises(ValueError, match="answer_form must be one of"):
         encode_record(tok, ARC_RECORD, answer_form="letter")
+
+
+def test_causal_repeat_training_rows_and_layout_mixes(tok):
+    """``--mask causal-repeat`` trains on the question part twice (all causal), the answer once after the second copy,
+    the same tokens eval's causal-repeat prompt gives; a layout mix gives row i layout i mod n."""
+    from segmask.eval.prompts import prompt_example
+
+    rep = encode_record(tok, ARC_RECORD, mask="causal-repeat")
+    plain = encode_record(tok, ARC_RECORD)
+    assert set(rep.segment_ids) == {CAUSAL}
+    assert labelled_text(tok, rep) == labelled_text(tok, plain)
+    prompt = prompt_example(tok, ARC_RECORD, mask="causal-repeat")
+    assert rep.input_ids[:len(prompt)] == prompt.input_ids
+    body = "### Instruction:\n" + ARC_RECORD["instruction"]
+    assert tok.decode(rep.input_ids).count(body) == 2
+    with pytest.raises(ValueError, match="causal-repeat .* commonsense prompt form only"):
+        encode_record(tok, ARC_RECORD, form="chat", mask="causal-repeat")
+    examples, _ = prepare(tok, [ARC_RECORD] * 4, layout="qo,oq")
+    first = [tok.decode(e.input_ids).index("Answer1:") < tok.decode(e.input_ids).index("Where do fish") for e in
+             examples]
+    assert first == [False, True, False, True]
+    with pytest.raises(ValueError, match="layout must be one of"):
+        prepare(tok, [ARC_RECORD], layout="qo,xyz")

@@ -124,14 +124,14 @@ def test_segmask_train_cli_end_to_end(tmp_path, train_file, smollm2):
     assert is_enabled(model)
 
 
-def test_answer_form_and_option_order_reach_the_data(tok, tmp_path):
+def test_answer_form_and_layout_reach_the_data(tok, tmp_path):
     from segmask.cli.train import add_parser, config_from_args
     from segmask.train import build_data
 
     with pytest.raises(ValueError, match="answer_form must be one of .* got 'letter'"):
         TrainConfig(data=["x"], output_dir="y", answer_form="letter")
-    with pytest.raises(ValueError, match="option_order must be one of .* got 'middle'"):
-        TrainConfig(data=["x"], output_dir="y", option_order="middle")
+    with pytest.raises(ValueError, match="layout must be one of .* got 'middle'"):
+        TrainConfig(data=["x"], output_dir="y", layout="middle")
     path = tmp_path / "arc.json"
     path.write_text(json.dumps([{"instruction": "Please choose the correct answer to the question: Where do fish "
                                                 "live?\n\nAnswer1: in trees Answer2: in water\n\nAnswer format: "
@@ -142,9 +142,9 @@ def test_answer_form_and_option_order_reach_the_data(tok, tmp_path):
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
     args = parser.parse_args(["train", str(path), "--out", str(tmp_path / "out"), "--answer-form", "text",
-                              "--option-order", "before"])
+                              "--layout", "before"])
     cfg = config_from_args(args)
-    assert (cfg.recipe()["answer_form"], cfg.recipe()["option_order"]) == ("text", "before")
+    assert (cfg.recipe()["answer_form"], cfg.recipe()["layout"]) == ("text", "oq")
     (example,), _ = build_data(cfg, tok)
     answer = tok.decode([t for t, lab in zip(example.input_ids, example.labels) if lab != IGNORE_INDEX])
     assert answer == "the correct answer is in water" + tok.eos_token

@@ -9,6 +9,7 @@
     segmask adapt --out DIR           MAS-ready chat model by self-distillation (no labelled data)
     segmask eval --data-dir D         commonsense benchmarks (generate or loglik) under MAS or causal prefill
     segmask compare RUN_A RUN_B       paired comparison of two eval runs (bootstrap CI, McNemar)
+    segmask synth TASK --out DIR      draw synthetic prompt-order tasks (reading, name_index, middle_match)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ COMMANDS = {
     "adapt": "segmask.cli.adapt",
     "eval": "segmask.cli.eval",
     "compare": "segmask.cli.compare",
+    "synth": "segmask.cli.synth",
 }
 
 
@@ -86,7 +88,8 @@ def chosen_mask(args: argparse.Namespace) -> str:
     """``"causal"`` with ``--causal``; else the ``--adapter``'s trained mask (its ``segmask.json``); else ``"mas"``."""
     from ..core.recipe import resolve_adapter
 
-    return resolve_adapter(getattr(args, "adapter", None), "causal" if getattr(args, "causal", False) else None).mask
+    mask = resolve_adapter(getattr(args, "adapter", None), "causal" if getattr(args, "causal", False) else None).mask
+    return "causal" if mask == "causal-repeat" else mask  # a repeat-trained adapter generates causally (no repeat)
 
 
 def load_chosen(args: argparse.Namespace) -> tuple:

@@ -3,7 +3,7 @@
     segmask eval --data-dir ../shared/data/commonsense --tasks boolq,piqa --limit 100 --protocol loglik --out runs/a
     segmask eval --adapter out/mas/adapter --limit 200 --out runs/mas      # mask and prompt form from segmask.json
     segmask eval --protocol generate --num-beams 1 --mask causal ...      # greedy, causal prefill
-    segmask eval --protocol choice --mask causal-repeat --option-order before ...   # option texts scored
+    segmask eval --protocol choice --mask causal-repeat --layout oq ...   # option texts scored
 
 Prints the per-task table (accuracy, Wilson 95% CI) and the pick distribution, and writes ``predictions.jsonl`` and
 ``summary.json`` under ``--out``. Compare two runs on the same examples with ``segmask compare``.
@@ -33,9 +33,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-form", choices=CHOICE_PROMPT_FORMS, default=None,
                    help="prompt form (default: the adapter's segmask.json, else commonsense); qa: lm-eval's "
                         "'Question: ...\\nAnswer:', protocol choice only")
-    p.add_argument("--option-order", choices=["after", "before"], default=None,
-                   help="options listed after the question (the data's layout) or before it (default: the "
-                        "adapter's training recipe, else after)")
+    p.add_argument("--layout", default=None,
+                   help="prompt layout: data (the instruction as written) or the order of context c, question q "
+                        "and options o, e.g. oq (options first), qoc (context last) (default: the adapter's training "
+                        "layout when it trained on one, else data)")
     p.add_argument("--system", default=None, help="system message for the chat prompt form")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-beams", type=int, default=4, help="beams for --protocol generate (1 = greedy)")
@@ -48,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def settings(args: argparse.Namespace) -> dict:
     """Resolve mask, prompt form, option order, system message and base model from the flags and the adapter's
     segmask.json."""
+    from ..core.questions import normalize_layout
     from ..core.recipe import BASE_MODEL, DEFAULT_MODEL, resolve_adapter
 
     if args.causal and args.mask not in (None, "causal"):
@@ -55,29 +57,33 @@ def settings(args: argparse.Namespace) -> dict:
     recipe = resolve_adapter(args.adapter, "causal" if args.causal else args.mask, args.prompt_form)
     mask, prompt_form = recipe.mask, recipe.prompt_form
     system = args.system if args.system is not None else recipe.training.get("system")
-    option_order = args.option_order or recipe.training.get("option_order") or "after"
+    trained = recipe.training.get("layout") or recipe.training.get("option_order")
+    layout = normalize_layout(args.layout or (trained if trained and "," not in trained else "data"))
     # the MAS-ready default under MAS, the causally trained original under the causal masks
     model = args.model or recipe.base_model or (DEFAULT_MODEL if mask == "mas" else BASE_MODEL)
-    return {"mask": mask, "prompt_form": prompt_form, "option_order": option_order, "system": system, "model": model}
+    return {"mask": mask, "prompt_form": prompt_form, "layout": layout, "system": system, "model": model}
 
 
 def run(args: argparse.Namespace) -> int:
     from ..eval.run import evaluate, format_picks, format_summary
+    from ..eval.tasks import load_records, resolve_tasks
     from ..hf.models import load_model
 
     chosen = settings(args)
+    for task in resolve_tasks(args.tasks, args.data_dir):  # a bad data file fails before the model loads
+        load_records(task, args.data_dir, limit=args.limit, seed=args.seed)
     model, tokenizer = load_model(chosen["model"], dtype=args.dtype, attn_implementation=args.attn,
                                   device=args.device, adapter=args.adapter)
     summary = evaluate(
         model, tokenizer, args.tasks, args.data_dir, protocol=args.protocol, mask=chosen["mask"], limit=args.limit,
         seed=args.seed, batch_size=args.batch_size, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
-        prompt_form=chosen["prompt_form"], system=chosen["system"], option_order=chosen["option_order"],
+        prompt_form=chosen["prompt_form"], system=chosen["system"], layout=chosen["layout"],
         out_dir=args.out, progress=not args.no_progress,
         meta={"model": chosen["model"], "adapter": args.adapter},
     )
     print(f"model {chosen['model']}" + (f" + adapter {args.adapter}" if args.adapter else "")
           + f"   protocol {args.protocol}   mask {chosen['mask']}   prompt {chosen['prompt_form']}"
-          + f"   options {chosen['option_order']}")
+          + f"   layout {chosen['layout']}")
     print(format_summary(summary))
     print(format_picks(summary))
     print(f"{summary['n_examples']} examples in {summary['seconds']:.1f} s ({summary['examples_per_s']:.2f} ex/s)"

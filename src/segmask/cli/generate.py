@@ -55,6 +55,8 @@ def decoding_kwargs(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
         kwargs.update(do_sample=True, temperature=args.temperature, top_p=args.top_p)
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if any(not s for s in args.stop):
+        raise ValueError("--stop needs a non-empty string")
     if args.stop:
         kwargs.update(stop_strings=list(args.stop), tokenizer=tokenizer)
     return kwargs
@@ -104,9 +106,12 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     requests = read_requests(args)
+    if any(not s for s in args.stop):
+        raise ValueError("--stop needs a non-empty string")
     model, tokenizer = load_chosen(args)
     causal = chosen_mask(args) == "causal"
     kwargs = decoding_kwargs(args, tokenizer)
+    kwargs.pop("tokenizer", None)  # generate takes it as its own argument below
     kwargs["num_return_sequences"] = args.num_return_sequences
     cache = None if causal or args.no_prefix_cache else PrefixCache.for_model(model, tokenizer)
     torch.manual_seed(args.seed)

@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..hf.models import load_model
     from ..serve.app import ServeConfig, create_app
+    from ..serve.front import front_options
 
     args.model = chosen_model(args)
     config = config_from_namespace(ServeConfig, args, units=UNITS, model_name=args.served_model_name or args.model,
@@ -44,5 +45,6 @@ def run(args: argparse.Namespace) -> int:
                                   adapter=args.adapter)
     print(f"segmask serve: {config.model_name} ({'MAS' if config.mas else 'causal'} prefill) "
           f"on http://{args.host}:{args.port}/v1", flush=True)
-    uvicorn.run(create_app(model, tokenizer, config), host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(create_app(model, tokenizer, config), host=args.host, port=args.port, log_level=args.log_level,
+                **front_options(config))
     return 0

@@ -28,12 +28,19 @@ boolq has no options block: its options are the words ``true`` and ``false``, so
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from .templates import ANSWER_LEAD
 
-OPTION_ORDERS = ("after", "before")
+LAYOUTS = ("data", "qo", "oq", "cqo", "qoc", "coq", "ocq", "oqc", "qco")
+"""Prompt layouts: ``data`` keeps the record's instruction as written; the others order its parts, ``c`` the context
+(facts or a list the question is about), ``q`` the request with its question, ``o`` the numbered options; the
+``Answer format`` line always comes last. ``after``/``before`` (options after/before the question) are accepted as
+the older names of ``qo``/``oq``."""
+LEGACY_LAYOUTS = {"after": "qo", "before": "oq"}
+LAYOUT_HELP = ("prompt layout: data (as written), or the order of context c, question q and options o, e.g. qo, oq, "
+               "cqo, qoc, coq (see segmask.core.questions.LAYOUTS)")
 ANSWER_FORMS = ("label", "text")
 BLANK = "_"
 
@@ -58,19 +65,26 @@ class Question:
     sep: str = field(default="", repr=False, metadata={"help": "whitespace between question and options block"})
     tail: str = field(default="\n\n", repr=False, metadata={"help": "whitespace before the format line"})
     format_line: str = field(default="", repr=False, metadata={"help": "'Answer format: a/b/...'"})
+    context: str = field(default="", metadata={"help": "facts or a list the question is about ('' when none)"})
 
     @property
     def blank(self) -> bool:
         """True for fill-in-the-blank sentences (winogrande): options fill the one ``_`` of ``question``."""
         return "fill in the blank" in self.intro
 
-    def instruction(self, option_order: str = "after") -> str:
-        """The instruction text with the options after the question (the original text) or before it."""
-        if option_order not in OPTION_ORDERS:
-            raise ValueError(f"option_order must be one of {OPTION_ORDERS}, got {option_order!r}")
-        if option_order == "after" or not self.options_block:
+    def instruction(self, layout: str = "qo") -> str:
+        """The instruction text in ``layout`` (``LAYOUTS``); ``"qo"`` on a record without context gives back the
+        original text exactly. A layout's ``c`` is left out when the question has no context; parts are separated
+        by a blank line and the format line comes last."""
+        layout = normalize_layout(layout)
+        if layout == "data":
+            raise ValueError("layout 'data' is the record's own instruction; render a named layout instead")
+        if not self.context:
+            layout = layout.replace("c", "")
+        if layout == "qo" and not self.context:
             return self.intro + self.question + self.sep + self.options_block + self.tail + self.format_line
-        return f"{self.options_block.rstrip()}\n\n{self.intro}{self.question}\n\n{self.format_line}"
+        blocks = {"c": self.context.strip(), "q": self.intro + self.question, "o": self.options_block.rstrip()}
+        return "\n\n".join([*(blocks[part] for part in layout if blocks[part]), self.format_line])
 
     def index(self, label: str) -> int:
         """Position of ``label`` (any case) among the labels; ``ValueError`` when the record does not offer it."""
@@ -103,6 +117,8 @@ def parse_question(record: Mapping[str, Any]) -> Question:
     empty, or a fill-in-the-blank sentence does not hold exactly one blank.
     """
     where = record.get("index", record.get("_source", "?"))
+    if "options" in record:
+        return _structured_question(record, where)
     text = record.get("instruction")
     if not isinstance(text, str):
         raise ValueError(f"record {where}: no instruction")
@@ -123,6 +139,63 @@ def parse_question(record: Mapping[str, Any]) -> Question:
         raise ValueError(f"record {where}: a fill-in-the-blank sentence needs exactly one {BLANK!r}: "
                          f"{question.question[:80]!r}")
     return question
+
+
+STRUCTURED_INTRO = "Please choose the correct answer to the question: "
+"""The request of a structured record (fields ``context``, ``question``, ``options``) without its own ``intro``."""
+
+
+def structured_instruction(context: str, question: str, options: list[str], layout: str = "cqo",
+                           intro: str = STRUCTURED_INTRO) -> str:
+    """The instruction of a structured record, in the commonsense style: ``Answer1: x Answer2: y`` options and an
+    ``Answer format: answer1/answer2`` line (what ``parse_question`` reads back for layouts ``qo`` and ``oq``)."""
+    return _structured_question({"context": context, "question": question, "options": options, "intro": intro},
+                                "?").instruction(layout)
+
+
+def _structured_question(record: Mapping[str, Any], where: Any) -> Question:
+    options, question = record.get("options"), record.get("question")
+    context, intro = record.get("context") or "", record.get("intro", STRUCTURED_INTRO)
+    if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) and o.strip() for o in options):
+        raise ValueError(f"record {where}: 'options' must be a list of >= 2 non-empty strings")
+    if not isinstance(question, str) or not question.strip() or not isinstance(context, str) \
+            or not isinstance(intro, str):
+        raise ValueError(f"record {where}: a structured record needs a 'question' string (and string 'context', "
+                         "'intro' when given)")
+    labels = tuple(f"answer{i}" for i in range(1, len(options) + 1))
+    block = " ".join(f"Answer{i}: {o.strip()}" for i, o in enumerate(options, 1))
+    return Question(intro, question.strip(), labels, tuple(o.strip() for o in options), block, "\n\n", "\n\n",
+                    "Answer format: " + "/".join(labels), context.strip())
+
+
+_LAST_SENTENCE = re.compile(r"(?<=[.!])\s+(?=[^.!?]+\?\s*$)")
+
+
+def split_context(question: Question) -> Question:
+    """``question`` with the sentences before its last one moved into ``context`` (social_i_qa's situation before
+    its question); unchanged when it already has a context, is a fill-in-the-blank or is a single sentence."""
+    if question.context or question.blank:
+        return question
+    parts = _LAST_SENTENCE.split(question.question.strip(), maxsplit=1)
+    if len(parts) != 2:
+        return question
+    return replace(question, context=parts[0], question=parts[1])
+
+
+def normalize_layout(layout: str) -> str:
+    """``layout`` as one of ``LAYOUTS`` (``after``/``before`` mapped to ``qo``/``oq``); ``ValueError`` otherwise."""
+    layout = LEGACY_LAYOUTS.get(layout, layout)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    return layout
+
+
+def layout_mix(layouts: str) -> tuple[str, ...]:
+    """A comma-separated list of layouts (a training mix, e.g. ``"cqo,qoc,coq"``) as normalized names."""
+    names = tuple(normalize_layout(part.strip()) for part in str(layouts).split(",") if part.strip())
+    if not names:
+        raise ValueError(f"no layout given in {layouts!r}")
+    return names
 
 
 def _split_options(block: str, labels: tuple[str, ...], where: Any) -> tuple[str, ...]:
@@ -146,21 +219,24 @@ def answer_label(record: Mapping[str, Any]) -> str:
     return answer.lower()
 
 
-def rewrite_record(record: Mapping[str, Any], *, option_order: str = "after", answer_form: str = "label") -> dict:
-    """A copy of ``record`` with its options moved (``option_order``) and its ``output`` written by content.
+def rewrite_record(record: Mapping[str, Any], *, layout: str = "data", answer_form: str = "label") -> dict:
+    """A copy of ``record`` with its instruction rendered in ``layout`` and its ``output`` written by content.
 
     ``answer_form="text"`` replaces ``output`` ("the correct answer is answer2") by ``Question.answer_text`` of the
-    answer label. With the defaults the record is returned unchanged (a copy) and need not parse.
+    answer label. With the defaults the record is returned unchanged (a copy) and need not parse. A layout with a
+    context part takes the context from a structured record's ``context`` field, else the question's sentences
+    before its last one (``split_context``).
     """
-    if option_order not in OPTION_ORDERS:
-        raise ValueError(f"option_order must be one of {OPTION_ORDERS}, got {option_order!r}")
+    layout = normalize_layout(layout)
     if answer_form not in ANSWER_FORMS:
         raise ValueError(f"answer_form must be one of {ANSWER_FORMS}, got {answer_form!r}")
     out = dict(record)
-    if option_order == "after" and answer_form == "label":
+    if layout == "data" and answer_form == "label":
         return out
     question = parse_question(record)
-    out["instruction"] = question.instruction(option_order)
+    if layout != "data":
+        out["instruction"] = question.instruction(layout) if "c" not in layout else \
+            split_context(question).instruction(layout)
     if answer_form == "text":
         out["output"] = question.answer_text(answer_label(record))
     return out

@@ -11,10 +11,11 @@ An adapter folder written by ``segmask.train.lora.save_adapter`` holds ``segmask
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .files import read_json
 
 VERSION = "0.1.0"
 """segmask's version (``segmask.__version__``), recorded in every ``segmask.json``."""
@@ -59,7 +60,8 @@ def load_adapter_config(folder: str | Path) -> dict[str, Any]:
     """Read ``folder/segmask.json``: ``{"mask", "prompt_form", "base_model", ...}``.
 
     An adapter without the file (a plain PEFT adapter) gives ``{}``: the caller keeps its own defaults.
-    Raises ``ValueError`` when the folder does not exist or the file names an unknown mask or prompt form.
+    Raises ``ValueError`` naming the file when the folder does not exist, the file is not a JSON object, names an
+    unknown mask or prompt form, or holds a ``recipe`` that is not an object.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -67,8 +69,12 @@ def load_adapter_config(folder: str | Path) -> dict[str, Any]:
     path = folder / CONFIG_NAME
     if not path.exists():
         return {}
-    config = json.loads(path.read_text())
-    check_choice("mask", config.get("mask"), MASKS, f"{path}: ")
+    config = read_json(path, expect=dict)
+    if not isinstance(config.get("recipe", {}) or {}, dict):
+        raise ValueError(f"{path}: 'recipe' must be an object, got {config['recipe']!r:.60}")
+    if config.get("base_model") is not None and not isinstance(config["base_model"], str):
+        raise ValueError(f"{path}: 'base_model' must be a string, got {config['base_model']!r:.60}")
+    check_choice("mask", config.get("mask"), EVAL_MASKS, f"{path}: ")
     check_choice("prompt_form", config.get("prompt_form"), PROMPT_FORMS, f"{path}: ")
     return config
 

@@ -10,8 +10,9 @@ options, plus ``### Input:`` when present), and a causal ``### Response:`` tail 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+from .recipe import EVAL_MASKS, check_choice
 from .segments import Example, Piece, encode_pieces
 
 COMMONSENSE_SYSTEM = (
@@ -70,7 +71,28 @@ def commonsense_pieces(record: Mapping[str, Any], *, with_answer: bool = False, 
     return pieces
 
 
-def encode_commonsense(tokenizer: Any, record: Mapping[str, Any], *, with_answer: bool = False) -> Example:
-    """Tokenize a commonsense record in the paper's prompt form (see ``commonsense_pieces``)."""
+def mask_pieces(pieces: Sequence[Piece], mask: str) -> list[Piece]:
+    """The prompt pieces as ``mask`` prefills them.
+
+    ``"mas"``: unchanged. ``"causal"``: every piece causal (the same tokens). ``"causal-repeat"``: every piece
+    causal, and the pieces up to the last segment (the question part) once more before the causal tail, so the
+    second copy of the question is read with the whole question in view. Pieces after the tail (a training
+    answer) stay where they are, after the second copy.
+    """
+    check_choice("mask", mask, EVAL_MASKS)
+    if mask == "mas":
+        return list(pieces)
+    causal = [Piece(p.text, label=p.label) for p in pieces]
+    if mask == "causal":
+        return causal
+    head = max((i + 1 for i, p in enumerate(pieces) if p.segment), default=0)
+    return causal[:head] + causal[:head] + causal[head:]
+
+
+def encode_commonsense(tokenizer: Any, record: Mapping[str, Any], *, with_answer: bool = False,
+                       mask: str = "mas") -> Example:
+    """Tokenize a commonsense record in the paper's prompt form (see ``commonsense_pieces``) as ``mask`` prefills it
+    (``mask_pieces``: ``causal-repeat`` reads the question part twice)."""
     eos = tokenizer.eos_token if with_answer else None
-    return encode_pieces(tokenizer, commonsense_pieces(record, with_answer=with_answer, eos_token=eos))
+    pieces = commonsense_pieces(record, with_answer=with_answer, eos_token=eos)
+    return encode_pieces(tokenizer, pieces if mask == "mas" else mask_pieces(pieces, mask))

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..core.questions import Question, parse_question
+from ..core.questions import Question, normalize_layout, parse_question
 from ..core.recipe import CHOICE_PROMPT_FORMS
 from ..core.segments import Example, Piece
 from ..core.templates import ANSWER_LEAD, QA_ANSWER, QA_QUESTION
@@ -56,7 +56,7 @@ class ChoiceRequest:
 
 
 def choice_pieces(tokenizer: Any, record: Mapping[str, Any], question: Question, *, prompt_form: str = "commonsense",
-                  system: str | None = None, option_order: str = "after") -> tuple[list[Piece], list[tuple[str, str]]]:
+                  system: str | None = None, layout: str = "data") -> tuple[list[Piece], list[tuple[str, str]]]:
     """The context pieces (MAS segments kept) and, per option, its (unscored text, scored text) continuation."""
     where = record.get("index", "?")
     if prompt_form not in CHOICE_PROMPT_FORMS:
@@ -64,14 +64,14 @@ def choice_pieces(tokenizer: Any, record: Mapping[str, Any], question: Question,
     before = question.split_blank()[0] if question.blank else ""
     lead = before.rstrip()
     if prompt_form == "qa":
-        if option_order != "after":
-            raise ValueError(f"the qa prompt lists no options, so option order {option_order!r} has no meaning")
+        if normalize_layout(layout) not in ("data", "qo"):
+            raise ValueError(f"the qa prompt lists no options or context, so layout {layout!r} has no meaning")
         if question.blank and not lead:
             raise ValueError(f"record {where}: the blank opens the sentence, the qa prompt would be empty")
         context = ([Piece(lead, segment=True)] if question.blank else
                    [Piece(QA_QUESTION.format(question=question.question), segment=True), Piece(QA_ANSWER)])
     else:
-        context = prompt_pieces(tokenizer, record, prompt_form, system, option_order)
+        context = prompt_pieces(tokenizer, record, prompt_form, system, layout)
         context.append(Piece(lead if question.blank else ANSWER_LEAD))
     if question.blank:
         after = question.split_blank()[1]
@@ -80,12 +80,12 @@ def choice_pieces(tokenizer: Any, record: Mapping[str, Any], question: Question,
 
 
 def choice_request(tokenizer: Any, record: Mapping[str, Any], *, mask: str = "mas", prompt_form: str = "commonsense",
-                   system: str | None = None, option_order: str = "after") -> ChoiceRequest:
+                   system: str | None = None, layout: str = "data") -> ChoiceRequest:
     """Parse the record's options and tokenize its context (under ``mask``, see ``prompts.mask_pieces``) and the
     continuation of every option; ``ValueError`` names the record when it cannot be parsed or tokenized."""
     question = parse_question(record)
     context, options = choice_pieces(tokenizer, record, question, prompt_form=prompt_form, system=system,
-                                     option_order=option_order)
+                                     layout=layout)
     context, prefix = mask_pieces(context, mask), prompt_prefix(tokenizer, prompt_form)
     encoded, conts, skip = None, [], []
     for unscored, scored in options:

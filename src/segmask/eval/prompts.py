@@ -15,10 +15,13 @@ from typing import Any, Mapping, Sequence
 
 from ..core.chat import chat_pieces
 from ..core.masks import CAUSAL
-from ..core.questions import OPTION_ORDERS, rewrite_record
-from ..core.recipe import EVAL_MASKS, PROMPT_FORMS, check_choice
+from ..core.questions import normalize_layout, rewrite_record
+from ..core.recipe import PROMPT_FORMS
 from ..core.segments import IGNORE_INDEX, Example, Piece, encode_pieces
-from ..core.templates import ANSWER_LEAD, commonsense_pieces, text_prompt_prefix
+from ..core.templates import ANSWER_LEAD, commonsense_pieces, mask_pieces, text_prompt_prefix
+
+__all__ = ["LOGLIK_PREFIX", "continuation_ids", "encode_prompt", "loglik_request", "mask_pieces", "prompt_example",
+           "prompt_pieces", "prompt_prefix"]
 
 LOGLIK_PREFIX = ANSWER_LEAD
 """Causal text after the response header that the log-likelihood continuations extend (as in ``output``)."""
@@ -26,18 +29,17 @@ LOGLIK_PREFIX = ANSWER_LEAD
 
 
 def prompt_pieces(tokenizer: Any, record: Mapping[str, Any], prompt_form: str = "commonsense",
-                  system: str | None = None, option_order: str = "after") -> list[Piece]:
+                  system: str | None = None, layout: str = "data") -> list[Piece]:
     """The prompt of an LLM-Adapters record as pieces, without the answer (the same prompts training uses).
 
     ``"commonsense"``: the paper's form (system segment, instruction segment, causal ``### Response:`` tail).
     ``"chat"``: the model's chat template: an optional ``system`` message, then one user message (instruction, then
     the input after a blank line), then the generation prompt.
-    ``option_order="before"`` lists the record's options before its question (``questions.rewrite_record``).
+    ``layout`` orders the record's context, question and options (``questions.LAYOUTS``, ``rewrite_record``);
+    ``"data"`` keeps its instruction as written.
     """
-    if option_order not in OPTION_ORDERS:
-        raise ValueError(f"option_order must be one of {OPTION_ORDERS}, got {option_order!r}")
-    if option_order != "after":
-        record = rewrite_record(record, option_order=option_order)
+    if normalize_layout(layout) != "data":
+        record = rewrite_record(record, layout=layout)
     if prompt_form == "commonsense":
         return commonsense_pieces(record)
     if prompt_form == "chat":
@@ -45,23 +47,6 @@ def prompt_pieces(tokenizer: Any, record: Mapping[str, Any], prompt_form: str = 
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
         return chat_pieces(tokenizer, messages, True)
     raise ValueError(f"prompt_form must be one of {PROMPT_FORMS}, got {prompt_form!r}")
-
-
-def mask_pieces(pieces: Sequence[Piece], mask: str) -> list[Piece]:
-    """The prompt pieces as ``mask`` prefills them.
-
-    ``"mas"``: unchanged. ``"causal"``: every piece causal (the same tokens). ``"causal-repeat"``: every piece
-    causal, and the pieces up to the last segment (the question part) once more before the causal tail, so the
-    second copy of the question is read with the whole question in view.
-    """
-    check_choice("mask", mask, EVAL_MASKS)
-    if mask == "mas":
-        return list(pieces)
-    causal = [Piece(p.text, label=p.label) for p in pieces]
-    if mask == "causal":
-        return causal
-    head = max((i + 1 for i, p in enumerate(pieces) if p.segment), default=0)
-    return causal[:head] + causal[:head] + causal[head:]
 
 
 def prompt_prefix(tokenizer: Any, prompt_form: str) -> list[int]:
@@ -81,9 +66,9 @@ def encode_prompt(tokenizer: Any, pieces: Sequence[Piece], prefix: Sequence[int]
 
 
 def prompt_example(tokenizer: Any, record: Mapping[str, Any], *, mask: str = "mas",
-                   prompt_form: str = "commonsense", system: str | None = None, option_order: str = "after") -> Example:
+                   prompt_form: str = "commonsense", system: str | None = None, layout: str = "data") -> Example:
     """Tokenized generation prompt under ``mask`` (see ``mask_pieces``); causal prompts have segment ids -1."""
-    pieces = prompt_pieces(tokenizer, record, prompt_form, system, option_order)
+    pieces = prompt_pieces(tokenizer, record, prompt_form, system, layout)
     return encode_prompt(tokenizer, mask_pieces(pieces, mask), prompt_prefix(tokenizer, prompt_form))
 
 
@@ -112,13 +97,13 @@ def continuation_ids(tokenizer: Any, context: Sequence[Piece], continuation: Seq
 
 def loglik_request(tokenizer: Any, record: Mapping[str, Any], choices: Sequence[str], *, mask: str = "mas",
                    prompt_form: str = "commonsense", system: str | None = None,
-                   option_order: str = "after") -> tuple[Example, list[list[int]]]:
+                   layout: str = "data") -> tuple[Example, list[list[int]]]:
     """Context example (prompt + ``LOGLIK_PREFIX``) and the token ids of each continuation ``" " + choice``.
 
     Each choice is tokenized together with the context and its tokens are those after the context; raises
     ``ValueError`` when the tokenizer merges across that boundary (the context would differ between choices).
     """
-    pieces = mask_pieces(prompt_pieces(tokenizer, record, prompt_form, system, option_order), mask)
+    pieces = mask_pieces(prompt_pieces(tokenizer, record, prompt_form, system, layout), mask)
     pieces.append(Piece(LOGLIK_PREFIX))
     if not choices:
         raise ValueError(f"record {record.get('index', '?')}: no choices to score")

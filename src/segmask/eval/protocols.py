@@ -11,7 +11,7 @@ generation names none) and ``correct``; the log-likelihood protocols add ``predi
 the option picked), so a reader can check what the model actually chose.
 
     >>> rows = run_choice(model, tokenizer, TASKS["ARC-Easy"], records, mask="mas", prompt_form="commonsense",
-    ...                   system=None, option_order="after", batch_size=8)
+    ...                   system=None, layout="data", batch_size=8)
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ PROTOCOLS = ("generate", "loglik", "choice")
 
 
 def run_generate(model: Any, tokenizer: Any, task: Task, records: list[dict], *, mask: str, prompt_form: str,
-                 system: str | None, option_order: str, batch_size: int, on_batch: Callable[[int], None] | None = None,
+                 system: str | None, layout: str, batch_size: int, on_batch: Callable[[int], None] | None = None,
                  num_beams: int = 4, max_new_tokens: int = 32) -> list[dict]:
     """Generate (beam search; ``num_beams=1`` greedy) and extract the first task label of each output."""
     prompts = [prompt_example(tokenizer, r, mask=mask, prompt_form=prompt_form, system=system,
-                              option_order=option_order) for r in records]
+                              layout=layout) for r in records]
     texts = generate_texts(model, tokenizer, prompts, num_beams=num_beams, max_new_tokens=max_new_tokens,
                            batch_size=batch_size, on_batch=on_batch)
     rows = []
@@ -43,12 +43,12 @@ def run_generate(model: Any, tokenizer: Any, task: Task, records: list[dict], *,
 
 
 def run_loglik(model: Any, tokenizer: Any, task: Task, records: list[dict], *, mask: str, prompt_form: str,
-               system: str | None, option_order: str, batch_size: int,
+               system: str | None, layout: str, batch_size: int,
                on_batch: Callable[[int], None] | None = None) -> list[dict]:
     """Score the record's offered labels as continuations of the prompt + ``"the correct answer is"``."""
     choices = [task.choices(r) for r in records]
     requests = [loglik_request(tokenizer, r, c, mask=mask, prompt_form=prompt_form, system=system,
-                               option_order=option_order) for r, c in zip(records, choices)]
+                               layout=layout) for r, c in zip(records, choices)]
     scores = loglik_scores(model, tokenizer, [ctx for ctx, _ in requests], [conts for _, conts in requests],
                            batch_size=batch_size, on_batch=on_batch)
     rows = []
@@ -63,11 +63,11 @@ def run_loglik(model: Any, tokenizer: Any, task: Task, records: list[dict], *, m
 
 
 def run_choice(model: Any, tokenizer: Any, task: Task, records: list[dict], *, mask: str, prompt_form: str,
-               system: str | None, option_order: str, batch_size: int,
+               system: str | None, layout: str, batch_size: int,
                on_batch: Callable[[int], None] | None = None) -> list[dict]:
     """Score each option's text after the prompt's answer lead-in (one prefill per record, options from its cache)."""
     requests = [choice_request(tokenizer, r, mask=mask, prompt_form=prompt_form, system=system,
-                               option_order=option_order) for r in records]
+                               layout=layout) for r in records]
     for record, request in zip(records, requests):
         if request.question.labels != task.choices(record) or record["answer"] not in request.question.labels:
             raise ValueError(f"task {task.name!r} record {record['index']}: parsed labels "

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..core.questions import OPTION_ORDERS
+from ..core.files import read_json, read_jsonl
+from ..core.questions import normalize_layout
 from ..core.recipe import EVAL_MASKS, check_choice
 from .protocols import PROTOCOLS, RUNNERS
 from .stats import accuracy, mcnemar_exact, paired_bootstrap, paired_comparison
@@ -46,7 +47,7 @@ def evaluate(
     max_new_tokens: int = 32,
     prompt_form: str = "commonsense",
     system: str | None = None,
-    option_order: str = "after",
+    layout: str = "data",
     out_dir: str | Path | None = None,
     progress: bool = True,
     meta: dict | None = None,
@@ -62,7 +63,8 @@ def evaluate(
         prompt_form: ``"commonsense"`` (the paper's) or ``"chat"`` (with an optional ``system`` message); use the
             form the adapter was trained with. The choice protocol also takes ``"qa"`` (lm-eval's
             ``"Question: ...\\nAnswer:"``, no options listed).
-        option_order: ``"after"`` (the data's layout) or ``"before"``: the options listed before the question.
+        layout: ``"data"`` (the instruction as written) or an order of context, question and options
+            (``questions.LAYOUTS``, e.g. ``"oq"``: options before the question; ``"qoc"``: context last).
         out_dir: when given, write ``predictions.jsonl`` and ``summary.json`` there.
         meta: extra settings to record in the summary (e.g. model and adapter names).
 
@@ -72,14 +74,14 @@ def evaluate(
     """
     check_choice("protocol", protocol, PROTOCOLS)
     check_choice("mask", mask, EVAL_MASKS)
-    check_choice("option_order", option_order, OPTION_ORDERS)
+    layout = normalize_layout(layout)
     if prompt_form == "qa" and protocol != "choice":
         raise ValueError(f"prompt form 'qa' lists no labels: use it with protocol 'choice', not {protocol!r}")
     task_list = resolve_tasks(tasks, data_dir)
     records = {t.name: load_records(t, data_dir, limit=limit, seed=seed) for t in task_list}
     settings = {"protocol": protocol, "mask": mask, "limit": limit, "seed": seed, "batch_size": batch_size,
-                "prompt_form": prompt_form, "system": system, "option_order": option_order, **(meta or {})}
-    runner_kwargs = {"mask": mask, "prompt_form": prompt_form, "system": system, "option_order": option_order,
+                "prompt_form": prompt_form, "system": system, "layout": layout, **(meta or {})}
+    runner_kwargs = {"mask": mask, "prompt_form": prompt_form, "system": system, "layout": layout,
                      "batch_size": batch_size}
     if protocol == "generate":
         settings.update(num_beams=num_beams, max_new_tokens=max_new_tokens)
@@ -176,9 +178,12 @@ def load_run(run_dir: str | Path) -> tuple[dict, list[dict]]:
     run = Path(run_dir)
     if not (run / "summary.json").exists() or not (run / "predictions.jsonl").exists():
         raise ValueError(f"{run} is not an eval run folder (needs summary.json and predictions.jsonl)")
-    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-    with open(run / "predictions.jsonl", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    summary = read_json(run / "summary.json", expect=dict)
+    rows = read_jsonl(run / "predictions.jsonl")
+    for n, row in enumerate(rows, 1):
+        missing = [k for k in ("task", "index") if k not in row]
+        if missing:
+            raise ValueError(f"{run / 'predictions.jsonl'}: row {n} has no {', '.join(missing)}")
     return summary, rows
 
 
@@ -205,7 +210,7 @@ def compare_rows(rows_a: list[dict], rows_b: list[dict], *, names: tuple[str, st
     if set(by_a) != set(by_b):
         raise ValueError(f"runs cover different examples: {len(set(by_a) - set(by_b))} only in {run_a}, "
                          f"{len(set(by_b) - set(by_a))} only in {run_b} (use the same tasks, limit and seed)")
-    if any(field not in r for r in rows_a + rows_b):
+    if any(field not in r or not isinstance(r[field], (bool, int)) for r in rows_a + rows_b):
         raise ValueError(f"metric {metric!r} needs {field!r} in both runs' predictions (acc_norm: loglik only)")
     tasks: dict[str, dict] = {}
     flags_a, flags_b = [], []

@@ -14,12 +14,13 @@ needs whole words, so "Solution1" counts and "answer12" or "falsely" do not.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..core.files import read_json
 
 _FORMAT_LINE = re.compile(r"Answer format:\s*([A-Za-z0-9_]+(?:\s*/\s*[A-Za-z0-9_]+)+)\s*$")
 
@@ -82,7 +83,12 @@ TASKS: dict[str, Task] = {
     "ARC-Challenge": Task("ARC-Challenge", "ARC-Challenge", _answers("answer", 5)),
     "openbookqa": Task("openbookqa", "openbookqa", _answers("answer", 4)),
 }
-"""The paper's eight commonsense tasks, in its table order."""
+SYNTH_TASKS: dict[str, Task] = {name: Task(name, name, _answers("answer", 4))
+                                for name in ("reading", "name_index", "middle_match")}
+"""The synthetic prompt-order tasks of ``segmask synth`` (``eval.synth``): four options, answer1..answer4."""
+TASKS.update(SYNTH_TASKS)
+COMMONSENSE_TASKS = tuple(name for name in TASKS if name not in SYNTH_TASKS)
+"""The paper's eight commonsense tasks, in its table order (``TASKS`` also holds the synthetic ones)."""
 
 
 def get_task(name: str) -> Task:
@@ -127,13 +133,15 @@ def load_records(task: Task, data_dir: str | Path, *, limit: int | None = None, 
     path = task.path(data_dir)
     if not path.exists():
         raise ValueError(f"task {task.name!r}: data file {path} not found")
-    with open(path, encoding="utf-8") as f:
-        rows = json.load(f)
-    if not isinstance(rows, list):
-        raise ValueError(f"{path}: expected a JSON list of records, got {type(rows).__name__}")
+    rows = read_json(path, expect=list)
     records = []
     for i in sample_indices(len(rows), limit, seed, task.name):
         row = rows[i]
+        if not isinstance(row, dict):
+            raise ValueError(f"{path} record {i}: expected a JSON object, got {type(row).__name__}")
+        bad = [k for k in ("instruction", "input", "output") if k in row and not isinstance(row[k], (str, type(None)))]
+        if bad or not isinstance(row.get("instruction"), str):
+            raise ValueError(f"{path} record {i}: {(bad or ['instruction'])[0]!r} must be a string")
         answer = str(row.get("answer", "")).strip().lower()
         if answer not in task.labels:
             raise ValueError(f"{path} record {i}: answer {row.get('answer')!r} is not one of {task.labels}")

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from ..core.masks import validate_segment_ids
 from ..core.runs import CAUSAL
 from ..core.segments import pad_token_id
 from ..hf.backend import cache_kwarg, is_enabled, output_cache, unwrap
@@ -110,6 +111,8 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
     check_prompts(model, input_ids, attention_mask, gen_kwargs.get("max_new_tokens"))
     if segment_ids is not None and not is_enabled(model):
         raise ValueError("batch has segment_ids but MAS is not enabled on this model: call segmask.enable(model)")
+    if segment_ids is not None:
+        validate_segment_ids(segment_ids, attention_mask)  # the mask path's own check, before anything runs
     route = gen_kwargs.get("prefill_route", "auto")
     if route not in ("auto", *ROUTES):
         raise ValueError(f"unknown prefill_route {route!r}; expected 'auto' or one of {ROUTES}")
@@ -186,8 +189,16 @@ def _stop_check(tokenizer: Any, stops: Any) -> Callable[[list[int]], bool] | Non
     if tokenizer is None:
         raise ValueError("stop_strings needs the tokenizer: generate(..., tokenizer=tokenizer)")
     stops = [stops] if isinstance(stops, str) else list(stops)
+    if not all(isinstance(s, str) and s for s in stops):
+        raise ValueError(f"stop_strings must be non-empty strings, got {stops!r:.80}")
     window = max(len(s) for s in stops) + 2  # a string of L characters spans at most L tokens
-    return lambda ids: any(s in tokenizer.decode(ids[-window:]) for s in stops)
+
+    def seen(ids: list[int]) -> bool:
+        # the window may start or end inside a character (its bytes decode to U+FFFD): match whole characters only
+        text = tokenizer.decode(ids[-window - 4:]).strip("\ufffd")
+        return any(s in text for s in stops)
+
+    return seen
 
 
 def _transformers_generate(model, input_ids, attention_mask, segment_ids, prefix_cache, gen_kwargs) -> Generation:

@@ -51,6 +51,7 @@ def pick_token(logits: torch.Tensor, temperature: float, top_p: float = 1.0,
     if top_p < 1.0:
         sorted_p, order = probs.sort(descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < top_p  # smallest prefix whose mass reaches top_p
+        keep[0] = True  # the most likely token always stays (a denormal top_p rounds to 0 in float32)
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
     return int(torch.multinomial(probs, 1, generator=generator))
 

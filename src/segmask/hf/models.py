@@ -140,12 +140,14 @@ def merge_adapter(model: torch.nn.Module, folder: str | Path) -> torch.nn.Module
 
 def init_adapter_of(adapter: str | Path) -> Path | None:
     """The adapter that ``adapter`` was trained on top of (``recipe.init_adapter`` in its segmask.json), if any."""
-    import json
+    from ..core.recipe import load_adapter_config
 
-    config = Path(adapter) / "segmask.json"
-    init = json.loads(config.read_text()).get("recipe", {}).get("init_adapter") if config.exists() else None
+    init = load_adapter_config(adapter).get("recipe", {}) or {}
+    init = init.get("init_adapter")
     if not init:
         return None
+    if not isinstance(init, str):
+        raise ValueError(f"{Path(adapter) / 'segmask.json'}: recipe.init_adapter must be a folder path, got {init!r:.60}")
     if not Path(init).is_dir():
         raise ValueError(f"{adapter} was trained on top of the adapter {init}, which is missing; restore it there")
     return Path(init)

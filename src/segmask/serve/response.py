@@ -35,8 +35,9 @@ class Completion:
         """Decode ``token_ids`` (all tokens so far, one more than last time); True when a stop string appeared."""
         text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
         self.ends.append(len(text))
+        whole = text.rstrip("\ufffd")  # a character still missing bytes decodes to U+FFFD: never match it
         for s in self.stop:
-            cut = text.find(s)
+            cut = whole.find(s)
             if cut >= 0:
                 self.text, self.cut = text[:cut], True
                 return True

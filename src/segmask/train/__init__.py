@@ -5,6 +5,7 @@ needs ``segmask[trl]``).
     >>> summary = train(TrainConfig(data=["../shared/data/commonsense"], output_dir="runs/mas", mask="mas"))
 """
 
-from .trainer import LOSS_CURVE, LoopConfig, TrainConfig, build_data, run_trainer, start_model, train
+from .state import LOSS_CURVE
+from .trainer import LoopConfig, TrainConfig, build_data, run_trainer, start_model, train
 
 __all__ = ["LOSS_CURVE", "LoopConfig", "TrainConfig", "build_data", "run_trainer", "start_model", "train"]

@@ -39,6 +39,7 @@ from ..core.recipe import BASE_MODEL
 from ..hf.backend import eos_token_ids
 from .distill import DistillCollator, DistillDataset, cut_after_eos, distill_trainer
 from .lora import save_adapter, segmask_config
+from .state import check_run_folder
 from .trainer import LoopConfig, run_trainer, start_model
 
 TEACHER_FILE = "teacher.pt"
@@ -159,13 +160,31 @@ def _self_instruct(model, tokenizer, cfg: AdaptConfig, rng: random.Random) -> li
     return items
 
 
+def read_teacher_cache(path: Path) -> list[dict[str, Any]]:
+    """The teacher records a run saved in ``path``, read as data (``weights_only``: a pickled payload cannot run).
+
+    Raises ``ValueError`` naming the file when it cannot be read that way or does not hold teacher records.
+    """
+    try:
+        records = torch.load(path, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable or foreign file is the same user-facing problem
+        raise ValueError(f"{path}: not a teacher cache written by segmask adapt ({type(err).__name__}); "
+                         "delete it or run without --resume") from None
+    keys = {"category", "messages", "answer_ids", "topk_ids", "topk_logp"}
+    if not isinstance(records, list) or not all(isinstance(r, dict) and keys <= r.keys() for r in records):
+        raise ValueError(f"{path}: not a teacher cache written by segmask adapt (expected a list of records with "
+                         f"{sorted(keys)}); delete it or run without --resume")
+    return records
+
+
 def build_teacher_cache(model: Any, tokenizer: Any, cfg: AdaptConfig) -> list[dict[str, Any]]:
-    """The prompt mix with teacher answers (``output_dir/teacher.pt``; read back when it exists)."""
+    """The prompt mix with teacher answers (``output_dir/teacher.pt``, written each run; read back only under
+    ``cfg.resume``, as data, see ``read_teacher_cache``)."""
     from .prompt_pool import follow_up, prompt_pool
 
     path = Path(cfg.output_dir) / TEACHER_FILE
-    if path.exists():
-        return torch.load(path, weights_only=False)
+    if cfg.resume and path.exists():
+        return read_teacher_cache(path)
     rng = random.Random(cfg.seed)
     items = prompt_pool(cfg.prompts, seed=cfg.seed, data_dir=cfg.data_dir, system_share=cfg.system_share)
     if cfg.self_instruct:
@@ -224,6 +243,7 @@ def adapt(cfg: AdaptConfig, *, model: Any = None, tokenizer: Any = None) -> dict
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    check_run_folder(out, cfg.resume)
     set_seed(cfg.seed)
     model, tokenizer = start_model(cfg, model, tokenizer)
     if not getattr(tokenizer, "chat_template", None):

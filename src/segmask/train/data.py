@@ -11,7 +11,7 @@ sentence segment, instruction segment, causal ``### Response:`` tail, see ``temp
 chat template: the instruction as one user segment, the output as the assistant answer). Chat rows always use the
 chat template. For commonsense multiple-choice records, ``answer_form="text"`` trains the answer by content ("the
 correct answer is {option text}", winogrande: the filled-in sentence) instead of its label, as the ``choice``
-eval protocol scores it, and ``option_order="before"`` lists the options before the question
+eval protocol scores it, and ``layout`` orders the record's context, question and options (``questions.LAYOUTS``)
 (``questions.rewrite_record``); chat rows are used as they are. Labels cover the answer only (prompt labels are
 ``IGNORE_INDEX``: under MAS, loss on prompt tokens would leak the segment's future).
 
@@ -34,7 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..core.chat import chat_example
 from ..core.masks import CAUSAL
-from ..core.questions import ANSWER_FORMS, OPTION_ORDERS, rewrite_record
+from ..core.questions import ANSWER_FORMS, layout_mix, normalize_layout, rewrite_record
 from ..core.recipe import PROMPT_FORMS
 from ..core.segments import IGNORE_INDEX, Batch, Example, collate
 from ..core.templates import encode_commonsense
@@ -115,27 +115,33 @@ def record_to_messages(record: Mapping[str, Any], system: str | None = None) -> 
 
 def encode_record(
     tokenizer: Any, record: Mapping[str, Any], *, form: str = "commonsense", system: str | None = None, index: int = 0,
-    answer_form: str = "label", option_order: str = "after",
+    answer_form: str = "label", layout: str = "data", mask: str = "mas",
 ) -> Example:
     """One training row -> ``Example`` with answer-only labels (see the module docstring for the forms, the answer
-    form and the option order)."""
+    form and the layout); ``mask="causal-repeat"`` reads the prompt's question part twice (``mask_pieces``)."""
     if form not in PROMPT_FORMS:
         raise ValueError(f"unknown prompt form {form!r} (expected one of {PROMPT_FORMS})")
-    if answer_form not in ANSWER_FORMS or option_order not in OPTION_ORDERS:
-        raise ValueError(f"answer_form must be one of {ANSWER_FORMS} and option_order one of {OPTION_ORDERS}, got "
-                         f"{answer_form!r} and {option_order!r}")
+    if answer_form not in ANSWER_FORMS:
+        raise ValueError(f"answer_form must be one of {ANSWER_FORMS}, got {answer_form!r}")
+    normalize_layout(layout)
     try:
         if "messages" not in record:
-            record = rewrite_record(record, option_order=option_order, answer_form=answer_form)
+            record = rewrite_record(record, layout=layout, answer_form=answer_form)
+        if mask == "causal-repeat" and (form != "commonsense" or "messages" in record):
+            raise ValueError("mask causal-repeat (the prompt read twice) is built for the commonsense prompt form only")
         if "messages" in record:
             messages = record["messages"]
+            if not isinstance(messages, list) or not all(
+                    isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                    for m in messages):
+                raise ValueError("'messages' must be a list of {\"role\": str, \"content\": str} objects")
             if not messages or messages[-1].get("role") != "assistant":
                 raise ValueError("the last message must be the assistant's answer to train on")
             example = chat_example(tokenizer, messages, add_generation_prompt=False, index=index)
         elif form == "chat":
             example = chat_example(tokenizer, record_to_messages(record, system), False, index=index)
         else:
-            example = encode_commonsense(tokenizer, record, with_answer=True)
+            example = encode_commonsense(tokenizer, record, with_answer=True, mask=mask)
     except ValueError as err:
         raise ValueError(f"sample {index} ({record.get('_source', 'rows')}): {err}") from err
     if all(lab == IGNORE_INDEX for lab in example.labels):
@@ -185,16 +191,22 @@ def prepare(
     cutoff: int = 256,
     system: str | None = None,
     answer_form: str = "label",
-    option_order: str = "after",
+    layout: str = "data",
+    mask: str = "mas",
 ) -> tuple[list[Example], PrepareStats]:
-    """Encode rows (``encode_record``) and apply the cutoff rule; returns the kept examples and the counts."""
+    """Encode rows (``encode_record``) and apply the cutoff rule; returns the kept examples and the counts.
+
+    ``layout`` may be a comma-separated mix (``questions.layout_mix``): row ``i`` then takes layout ``i mod n``
+    (rows come shuffled by ``mix``, so every arm of a seed sees the same row in the same layout).
+    """
     if cutoff < 1:
         raise ValueError(f"cutoff must be a positive number of tokens, got {cutoff}")
+    layouts = layout_mix(layout)
     stats, kept = PrepareStats(), []
     for i, record in enumerate(records):
         stats.rows += 1
         example = encode_record(tokenizer, record, form=form, system=system, index=i, answer_form=answer_form,
-                                option_order=option_order)
+                                layout=layouts[i % len(layouts)], mask=mask)
         example = fit_cutoff(example, cutoff)
         if example is None:
             stats.dropped += 1

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..core.recipe import CONFIG_NAME, MASKS, PROMPT_FORMS, VERSION, check_choice, load_adapter_config
+from ..core.recipe import CONFIG_NAME, EVAL_MASKS, PROMPT_FORMS, VERSION, check_choice, load_adapter_config
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -70,7 +70,7 @@ def add_lora(model: torch.nn.Module, settings: LoraSettings | None = None) -> to
 
 def segmask_config(*, mask: str, prompt_form: str, base_model: str | None, **extra: Any) -> dict[str, Any]:
     """The ``segmask.json`` content, validated."""
-    check_choice("mask", mask, MASKS)
+    check_choice("mask", mask, EVAL_MASKS)
     check_choice("prompt_form", prompt_form, PROMPT_FORMS)
     return {"mask": mask, "prompt_form": prompt_form, "base_model": base_model, "segmask_version": VERSION,
             **extra}

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..core.packing import PackedCollator, PackedDataset, pack
-from ..core.questions import ANSWER_FORMS, OPTION_ORDERS
-from ..core.recipe import BASE_MODEL, MASKS, MAS_MODEL, PROMPT_FORMS, check_choice
+from ..core.questions import ANSWER_FORMS, LAYOUT_HELP, layout_mix
+from ..core.recipe import BASE_MODEL, EVAL_MASKS, MAS_MODEL, PROMPT_FORMS, check_choice
 from ..hf.backend import MASKED_BACKENDS
 from .data import ExampleDataset, SegmentCollator, load_records, mix, prepare
 from .lora import LoraSettings, save_adapter, settings_dict
+from .state import LOSS_CURVE, check_run_folder, read_loss_curve
 
-LOSS_CURVE = "loss_curve.json"
 EXTRA_LOGS = ("kl",)  # logged values a Trainer subclass may add (adapt: mean KL per answer token)
 
 
@@ -83,7 +83,8 @@ class TrainConfig(LoopConfig):
     data: list[str] = field(metadata={
         "help": "LLM-Adapters .json files/folders or chat .jsonl files (mixed, shuffled)"})
     output_dir: str = field(metadata={"help": "checkpoints, loss curve and the final adapter (output_dir/adapter)"})
-    mask: str = field(default="mas", metadata={"help": "the only difference between arms", "choices": MASKS})
+    mask: str = field(default="mas", metadata={"choices": EVAL_MASKS, "help":
+        "the only difference between arms; causal-repeat: causal, the question part read twice (a baseline)"})
     model: str = field(default=BASE_MODEL, metadata={
         "help": f"embedded name, HF id or local path ({MAS_MODEL}: start from the MAS-ready model)"})
     prompt_form: str = field(default="commonsense", metadata={"help": "how records become prompts",
@@ -92,8 +93,8 @@ class TrainConfig(LoopConfig):
     answer_form: str = field(default="label", metadata={"choices": ANSWER_FORMS,
         "help": "label (the data's 'the correct answer is answer3') or text (the option's text, as eval's choice "
                 "protocol scores it)"})
-    option_order: str = field(default="after", metadata={"help": "commonsense options after or before the question",
-                                                         "choices": OPTION_ORDERS})
+    layout: str = field(default="data", metadata={
+        "help": LAYOUT_HELP + "; a comma-separated list mixes layouts over the rows"})
     cutoff: int = field(default=256, metadata={"help": "max tokens per example (segments are never cut)"})
     max_examples: int | None = field(default=None, metadata={"help": "keep this many mixed rows (None: all)"})
     packing: bool = field(default=False, metadata={
@@ -105,12 +106,11 @@ class TrainConfig(LoopConfig):
             self.data = [str(self.data)]
         if not self.data:
             raise ValueError("no training data given")
-        check_choice("mask", self.mask, MASKS)
+        check_choice("mask", self.mask, EVAL_MASKS)
         check_choice("prompt_form", self.prompt_form, PROMPT_FORMS)
         if self.answer_form not in ANSWER_FORMS:
             raise ValueError(f"answer_form must be one of {ANSWER_FORMS}, got {self.answer_form!r}")
-        if self.option_order not in OPTION_ORDERS:
-            raise ValueError(f"option_order must be one of {OPTION_ORDERS}, got {self.option_order!r}")
+        self.layout = ",".join(layout_mix(self.layout))
         self.check_loop()
 
 
@@ -122,7 +122,7 @@ def _trainer_callback():
 
         def __init__(self, path: Path, extra_on_save: dict):
             self.path, self.extra_on_save = path, extra_on_save
-            self.rows = json.loads(path.read_text()) if path.exists() else []
+            self.rows = read_loss_curve(path)
             self.start, self.tokens0 = None, 0
 
         def on_train_begin(self, args, state, control, **kwargs):
@@ -217,7 +217,7 @@ def build_data(cfg: TrainConfig, tokenizer: Any):
     """Mixed, shuffled, encoded training examples and the ``PrepareStats``."""
     rows = mix([load_records(p) for p in cfg.data], seed=cfg.seed, limit=cfg.max_examples)
     return prepare(tokenizer, rows, form=cfg.prompt_form, cutoff=cfg.cutoff, system=cfg.system,
-                   answer_form=cfg.answer_form, option_order=cfg.option_order)
+                   answer_form=cfg.answer_form, layout=cfg.layout, mask=cfg.mask)
 
 
 def batches(cfg: TrainConfig, examples: Sequence[Any], pad_token_id: int) -> tuple[Any, Any]:
@@ -247,6 +247,7 @@ def train(cfg: TrainConfig, *, model: Any = None, tokenizer: Any = None) -> dict
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    check_run_folder(out, cfg.resume)
     set_seed(cfg.seed)
     model, tokenizer = start_model(cfg, model, tokenizer)
     examples, stats = build_data(cfg, tokenizer)

@@ -1,0 +1,215 @@
+"""The prompt-order study: where MAS beats causal prefill, on a synthetic task whose hard part comes late.
+
+Data: ``segmask synth TASK --n N --test-n M --seed DATA_SEED`` (drawn into ``OUT/data`` when missing). Arms, each a
+LoRA run of ``segmask train`` with the identical recipe and budget (same rows, row order, layout of each row, seed,
+LoRA init, steps); only the mask and the starting weights differ:
+
+    causal     causal mask, from the published SmolLM2-135M-Instruct
+    mas-ready  MAS, from the MAS-ready model (smollm2-135m-mas, made by ``segmask adapt``)
+    repeat     causal, the question part read twice (``--mask causal-repeat``: prompt repetition)
+    mas        MAS, from the published model
+
+Regimes: ``mix`` trains on a mix of layouts (``--mix``, default cqo,qoc,coq), ``easy`` on the easy layout only
+(cqo: context, question, options), to see whether an arm carries over to layouts it never saw. Every adapter is
+evaluated on every layout of ``--layouts`` with the ``loglik`` protocol (each label answer1..answer4 scored; chance
+25%) on all test records, under the mask it was trained with; so are the untrained models (``base-causal``: the
+published model, causal; ``base-mas-ready``: the MAS-ready model under MAS; ``base-repeat``).
+
+    python benchmarks/order_study.py                      # run every job not done yet (resumable), then the report
+    python benchmarks/order_study.py --list               # the jobs in priority order with their state
+    python benchmarks/order_study.py --only 'train-reading-mix-*-s42'
+    python benchmarks/order_study.py --stage report       # docs/RESULTS-order.md from what finished
+
+Jobs run ``--parallel`` at a time, one torch thread each, logging to ``OUT/logs``. A training cut short resumes from
+its last checkpoint; a finished job (its adapter's segmask.json, its eval summary.json) is skipped. Finished
+adapters are copied (fp16) to ``adapters/order-...`` with the task, layout mix and mask in their segmask.json, and
+every evaluation's per-example picks to ``docs/outcomes/order`` (what the report reads, so it regenerates on any
+machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTCOMES = ROOT / "docs" / "outcomes" / "order"
+ARMS = {"causal": ("causal", "smollm2-135m-instruct"), "mas-ready": ("mas", "smollm2-135m-mas"),
+        "repeat": ("causal-repeat", "smollm2-135m-instruct"), "mas": ("mas", "smollm2-135m-instruct")}
+"""arm -> (training and evaluation mask, starting model)."""
+BASES = {"base-causal": ("causal", "smollm2-135m-instruct"), "base-mas-ready": ("mas", "smollm2-135m-mas"),
+         "base-repeat": ("causal-repeat", "smollm2-135m-instruct")}
+"""Untrained conditions: name -> (mask, model)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One subprocess: a training (``layout`` None) or one evaluation of an adapter or base model on a layout."""
+
+    name: str
+    argv: tuple[str, ...]
+    done: Path
+    needs: str | None = None
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", default="all", choices=["run", "report", "all"])
+    p.add_argument("--list", action="store_true", help="print the jobs with their state and exit")
+    p.add_argument("--only", default=None, help="comma-separated job names or globs")
+    p.add_argument("--out", default=str(ROOT / "runs" / "order"))
+    p.add_argument("--task", default="reading")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic draw")
+    p.add_argument("--length", type=int, default=None, help="facts / list items (default: the task's)")
+    p.add_argument("--train-n", type=int, default=3000, help="training rows per arm (one epoch)")
+    p.add_argument("--test-n", type=int, default=600, help="test records, every one evaluated in every layout")
+    p.add_argument("--seeds", default="42,43")
+    p.add_argument("--arms", default="causal,mas-ready,repeat")
+    p.add_argument("--regimes", default="mix,easy")
+    p.add_argument("--mix", default="cqo,qoc,coq", help="layouts of the mix regime (row i: layout i mod n)")
+    p.add_argument("--easy", default="cqo", help="the easy layout (the easy regime trains on it only)")
+    p.add_argument("--layouts", default="cqo,qoc,coq", help="layouts every model is evaluated on")
+    p.add_argument("--parallel", type=int, default=2)
+    p.add_argument("--doc", default=str(ROOT / "docs" / "RESULTS-order.md"))
+    return p.parse_args(argv)
+
+
+def segmask(*args: str) -> tuple[str, ...]:
+    return (sys.executable, "-m", "segmask", *args)
+
+
+def plan(a: argparse.Namespace) -> list[Job]:
+    """Every job in priority order: per seed and regime the trainings then their evaluations, the untrained models
+    after the first block (a job whose training is not done waits; the queue takes ready jobs in this order)."""
+    out, data = Path(a.out), Path(a.out) / "data"
+    layouts = a.layouts.split(",")
+    jobs: list[Job] = []
+
+    def evals(tag: str, mask: str, model: str, adapter: Path | None, needs: str | None):
+        for layout in layouts:
+            folder = out / "eval" / f"{tag}-{layout}"
+            argv = segmask("eval", "--data-dir", str(data), "--tasks", a.task, "--protocol", "loglik", "--mask", mask,
+                           "--layout", layout, "--model", model, "--out", str(folder), "--no-progress",
+                           *(("--adapter", str(adapter)) if adapter else ()))
+            jobs.append(Job(f"eval-{tag}-{layout}", argv, folder / "summary.json", needs))
+
+    seeds = a.seeds.split(",")
+    for seed in seeds:
+        for regime in a.regimes.split(","):
+            layout_arg = a.mix if regime == "mix" else a.easy
+            for arm in a.arms.split(","):
+                mask, model = ARMS[arm]
+                tag = f"{a.task}-{regime}-{arm}-s{seed}"
+                run = out / f"train-{tag}"
+                argv = segmask("train", str(data / a.task), "--out", str(run), "--mask", mask, "--model", model,
+                               "--layout", layout_arg, "--answer-form", "label", "--max-examples", str(a.train_n),
+                               "--batch-size", "4", "--grad-accum", "2", "--warmup-steps", "20", "--save-steps", "50",
+                               "--cutoff", "512", "--save-dtype", "float16", "--seed", seed, "--threads", "1",
+                               "--quiet")
+                jobs.append(Job(f"train-{tag}", argv, run / "adapter" / "segmask.json"))
+            for arm in a.arms.split(","):
+                tag = f"{a.task}-{regime}-{arm}-s{seed}"
+                mask, model = ARMS[arm]
+                evals(tag, mask, model, out / f"train-{tag}" / "adapter", f"train-{tag}")
+            if seed == seeds[0] and regime == a.regimes.split(",")[0]:
+                for name, (mask, model) in BASES.items():
+                    evals(f"{a.task}-{name}", mask, model, None, None)
+    return jobs
+
+
+def selected(jobs: list[Job], only: str | None) -> list[Job]:
+    if not only:
+        return jobs
+    pats = only.split(",")
+    return [j for j in jobs if any(fnmatch.fnmatch(j.name, p) for p in pats)]
+
+
+def ensure_data(a: argparse.Namespace) -> None:
+    folder = Path(a.out) / "data"
+    if not (folder / a.task / "test.json").exists():
+        subprocess.run(segmask("synth", a.task, "--n", str(a.train_n), "--test-n", str(a.test_n), "--seed",
+                               str(a.data_seed), "--out", str(folder),
+                               *(("--length", str(a.length)) if a.length else ())), check=True)
+
+
+def run_queue(a: argparse.Namespace, jobs: list[Job]) -> None:
+    """Start ready jobs (``needs`` done) up to ``--parallel``; resume trainings; export what finishes."""
+    logs = Path(a.out) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    pending = [j for j in jobs if not j.done.exists()]
+    by_name = {j.name: j for j in plan(a)}
+    running: dict[str, subprocess.Popen] = {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SEGMASK_ADAPTERS": str(ROOT / "adapters")}
+    while pending or running:
+        for name, proc in list(running.items()):
+            if proc.poll() is not None:
+                del running[name]
+                print(f"{time.strftime('%H:%M:%S')} {name}: exit {proc.returncode}", flush=True)
+                export(a, by_name[name])
+        ready = [j for j in pending if j.needs is None or by_name[j.needs].done.exists()]
+        if not ready and not running:
+            print("jobs left whose training is not done (not selected?):", [j.name for j in pending])
+            return
+        while ready and len(running) < a.parallel:
+            job = ready.pop(0)
+            pending.remove(job)
+            argv = list(job.argv)
+            if job.name.startswith("train-") and any(Path(argv[argv.index("--out") + 1]).glob("checkpoint-*")):
+                argv.append("--resume")
+            log = open(logs / f"{job.name}.log", "a")
+            running[job.name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            print(f"{time.strftime('%H:%M:%S')} {job.name}: started", flush=True)
+        time.sleep(5)
+
+
+def export(a: argparse.Namespace, job: Job) -> None:
+    """Keep what outlives the machine: a finished adapter (fp16, task/layout/mask recorded) or an eval's picks."""
+    if not job.done.exists():
+        return
+    if job.name.startswith("train-"):
+        target = ROOT / "adapters" / f"order-{job.name.removeprefix('train-')}"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(job.done.parent, target)
+        config = json.loads((target / "segmask.json").read_text())
+        config["study"] = {"task": a.task, "data_seed": a.data_seed, "length": a.length, "train_n": a.train_n,
+                           "made_by": "benchmarks/order_study.py"}
+        (target / "segmask.json").write_text(json.dumps(config, indent=2) + "\n")
+        return
+    OUTCOMES.mkdir(parents=True, exist_ok=True)
+    summary = json.loads(job.done.read_text())
+    rows = [json.loads(line) for line in (job.done.parent / "predictions.jsonl").read_text().splitlines()]
+    keep = [{"index": r["index"], "answer": r["answer"], "prediction": r["prediction"], "correct": r["correct"]}
+            for r in rows]
+    (OUTCOMES / f"{job.name.removeprefix('eval-')}.json").write_text(json.dumps(
+        {"settings": summary.get("settings"), "seconds": summary.get("seconds"), "rows": keep}) + "\n")
+
+
+def main(argv=None) -> int:
+    a = parse(argv)
+    jobs = selected(plan(a), a.only)
+    if a.list:
+        for j in jobs:
+            print(f"{'done' if j.done.exists() else 'todo'}  {j.name}")
+        return 0
+    if a.stage in ("run", "all"):
+        ensure_data(a)
+        for j in jobs:  # export anything finished in an earlier sitting
+            export(a, j)
+        run_queue(a, jobs)
+    if a.stage in ("report", "all"):
+        from order_report import write_report
+
+        write_report(a)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
