@@ -18,7 +18,7 @@ published model, causal; ``base-mas-ready``: the MAS-ready model under MAS; ``ba
     python benchmarks/order_study.py                      # run every job not done yet (resumable), then the report
     python benchmarks/order_study.py --list               # the jobs in priority order with their state
     python benchmarks/order_study.py --only 'train-reading-mix-*-s42'
-    python benchmarks/order_study.py --stage report       # docs/RESULTS-order.md from what finished
+    python benchmarks/order_study.py --stage report       # docs/RESULTS.md from what finished
 
 Jobs run ``--parallel`` at a time, one torch thread each, logging to ``OUT/logs``. A training cut short resumes from
 its last checkpoint; a finished job (its adapter's segmask.json, its eval summary.json) is skipped. Finished
@@ -66,10 +66,11 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="print the jobs with their state and exit")
     p.add_argument("--only", default=None, help="comma-separated job names or globs")
     p.add_argument("--out", default=str(ROOT / "runs" / "order"))
-    p.add_argument("--task", default="reading")
+    p.add_argument("--task", default="lookup")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic draw")
     p.add_argument("--length", type=int, default=None, help="facts / list items (default: the task's)")
-    p.add_argument("--train-n", type=int, default=3000, help="training rows per arm (one epoch)")
+    p.add_argument("--data-n", type=int, default=2000, help="training records drawn (segmask synth --n)")
+    p.add_argument("--train-n", type=int, default=1500, help="training rows per arm (one epoch; --max-examples)")
     p.add_argument("--test-n", type=int, default=600, help="test records, every one evaluated in every layout")
     p.add_argument("--seeds", default="42,43")
     p.add_argument("--arms", default="causal,mas-ready,repeat")
@@ -77,8 +78,12 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--mix", default="cqo,qoc,coq", help="layouts of the mix regime (row i: layout i mod n)")
     p.add_argument("--easy", default="cqo", help="the easy layout (the easy regime trains on it only)")
     p.add_argument("--layouts", default="cqo,qoc,coq", help="layouts every model is evaluated on")
+    p.add_argument("--lr", default="1e-3", help="LoRA learning rate (every arm)")
+    p.add_argument("--answer-form", default="text", choices=["text", "label"],
+                   help="text: the option's text is the answer, scored by the choice protocol; label: answer1..4, "
+                        "scored by the loglik protocol")
     p.add_argument("--parallel", type=int, default=2)
-    p.add_argument("--doc", default=str(ROOT / "docs" / "RESULTS-order.md"))
+    p.add_argument("--doc", default=str(ROOT / "docs" / "RESULTS.md"))
     return p.parse_args(argv)
 
 
@@ -88,15 +93,17 @@ def segmask(*args: str) -> tuple[str, ...]:
 
 def plan(a: argparse.Namespace) -> list[Job]:
     """Every job in priority order: per seed and regime the trainings then their evaluations, the untrained models
-    after the first block (a job whose training is not done waits; the queue takes ready jobs in this order)."""
+    last (a job whose training is not done waits; the queue takes ready jobs in this order)."""
     out, data = Path(a.out), Path(a.out) / "data"
     layouts = a.layouts.split(",")
+    protocol = "choice" if a.answer_form == "text" else "loglik"
+    task = f"{a.task}-{a.answer_form}"  # job and file names
     jobs: list[Job] = []
 
     def evals(tag: str, mask: str, model: str, adapter: Path | None, needs: str | None):
         for layout in layouts:
             folder = out / "eval" / f"{tag}-{layout}"
-            argv = segmask("eval", "--data-dir", str(data), "--tasks", a.task, "--protocol", "loglik", "--mask", mask,
+            argv = segmask("eval", "--data-dir", str(data), "--tasks", a.task, "--protocol", protocol, "--mask", mask,
                            "--layout", layout, "--model", model, "--out", str(folder), "--no-progress",
                            *(("--adapter", str(adapter)) if adapter else ()))
             jobs.append(Job(f"eval-{tag}-{layout}", argv, folder / "summary.json", needs))
@@ -107,21 +114,21 @@ def plan(a: argparse.Namespace) -> list[Job]:
             layout_arg = a.mix if regime == "mix" else a.easy
             for arm in a.arms.split(","):
                 mask, model = ARMS[arm]
-                tag = f"{a.task}-{regime}-{arm}-s{seed}"
+                tag = f"{task}-{regime}-{arm}-s{seed}"
                 run = out / f"train-{tag}"
                 argv = segmask("train", str(data / a.task), "--out", str(run), "--mask", mask, "--model", model,
-                               "--layout", layout_arg, "--answer-form", "label", "--max-examples", str(a.train_n),
-                               "--batch-size", "4", "--grad-accum", "2", "--warmup-steps", "20", "--save-steps", "50",
+                               "--layout", layout_arg, "--answer-form", a.answer_form, "--max-examples", str(a.train_n),
+                               "--batch-size", "4", "--grad-accum", "2", "--warmup-steps", "20", "--save-steps", "25",
+                               "--lr", a.lr,
                                "--cutoff", "512", "--save-dtype", "float16", "--seed", seed, "--threads", "1",
                                "--quiet")
                 jobs.append(Job(f"train-{tag}", argv, run / "adapter" / "segmask.json"))
             for arm in a.arms.split(","):
-                tag = f"{a.task}-{regime}-{arm}-s{seed}"
+                tag = f"{task}-{regime}-{arm}-s{seed}"
                 mask, model = ARMS[arm]
                 evals(tag, mask, model, out / f"train-{tag}" / "adapter", f"train-{tag}")
-            if seed == seeds[0] and regime == a.regimes.split(",")[0]:
-                for name, (mask, model) in BASES.items():
-                    evals(f"{a.task}-{name}", mask, model, None, None)
+    for name, (mask, model) in BASES.items():
+        evals(f"{task}-{name}", mask, model, None, None)
     return jobs
 
 
@@ -135,7 +142,7 @@ def selected(jobs: list[Job], only: str | None) -> list[Job]:
 def ensure_data(a: argparse.Namespace) -> None:
     folder = Path(a.out) / "data"
     if not (folder / a.task / "test.json").exists():
-        subprocess.run(segmask("synth", a.task, "--n", str(a.train_n), "--test-n", str(a.test_n), "--seed",
+        subprocess.run(segmask("synth", a.task, "--n", str(a.data_n), "--test-n", str(a.test_n), "--seed",
                                str(a.data_seed), "--out", str(folder),
                                *(("--length", str(a.length)) if a.length else ())), check=True)
 
@@ -186,7 +193,8 @@ def export(a: argparse.Namespace, job: Job) -> None:
     OUTCOMES.mkdir(parents=True, exist_ok=True)
     summary = json.loads(job.done.read_text())
     rows = [json.loads(line) for line in (job.done.parent / "predictions.jsonl").read_text().splitlines()]
-    keep = [{"index": r["index"], "answer": r["answer"], "prediction": r["prediction"], "correct": r["correct"]}
+    keep = [{"index": r["index"], "answer": r["answer"], "prediction": r["prediction"], "correct": r["correct"],
+             "logprobs": r.get("logprobs")}
             for r in rows]
     (OUTCOMES / f"{job.name.removeprefix('eval-')}.json").write_text(json.dumps(
         {"settings": summary.get("settings"), "seconds": summary.get("seconds"), "rows": keep}) + "\n")

@@ -1,4 +1,4 @@
-"""Report of ``reproduce_commonsense.py``: whatever has finished -> ``docs/RESULTS.md`` + PNG plots.
+"""Report of ``reproduce_commonsense.py``: whatever has finished -> ``docs/RESULTS-commonsense.md`` + PNG plots.
 
 Reads ``OUT/train-{arm}-s{seed}`` (train_summary.json, loss_curve.json) and the evaluations under ``OUT/eval``. An
 evaluation cut short contributes the tasks it finished (``parts/``), marked partial; pairs are compared on the
@@ -316,7 +316,7 @@ def _recipe(out: Path, args, timing: dict) -> list[str]:
 
 
 def write_report(args, conds: dict) -> Path:
-    """Write ``docs/RESULTS.md`` and its PNGs from what has finished in ``args.out``."""
+    """Write ``docs/RESULTS-commonsense.md`` and its PNGs from what has finished in ``args.out``."""
     out, docs = Path(args.out), Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     runs = {n: r for n in conds if (r := load_condition(out, n))}

@@ -13,7 +13,7 @@ adapter snapshots (``--curve-steps``) evaluated on a fixed subset (``--curve-lim
     python benchmarks/reproduce_commonsense.py                 # run every job not yet done, in priority order
     python benchmarks/reproduce_commonsense.py --list          # the jobs, in order, with their state
     python benchmarks/reproduce_commonsense.py --only 'causal-s42-choice,mas-s42-choice'
-    python benchmarks/reproduce_commonsense.py --stage report  # rewrite docs/RESULTS.md from what finished
+    python benchmarks/reproduce_commonsense.py --stage report  # rewrite docs/RESULTS-commonsense.md from what finished
 
 The jobs form one queue in priority order (the headline pair first: seed 1's causal and MAS training, then their
 choice evaluations, then the base model, the accuracy curve, the mas-ready arm, the other seeds, diagnostics and
@@ -59,7 +59,7 @@ BASE, READY = "smollm2-135m-instruct", "smollm2-135m-mas"
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", default="run", choices=["run", "report", "all", "job"],
-                   help="run: the job queue; report: docs/RESULTS.md from what finished; all: both")
+                   help="run: the job queue; report: docs/RESULTS-commonsense.md from what finished; all: both")
     p.add_argument("--list", action="store_true", help="print the jobs in priority order with their state, and exit")
     p.add_argument("--only", default=None, help="comma-separated job names or globs to run (their needs must be done)")
     p.add_argument("--out", default=str(ROOT / "runs" / "reproduce"))
@@ -91,7 +91,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--docs", default=str(ROOT / "docs"))
     p.add_argument("--adapters", default=str(ROOT / "adapters"),
                    help="where finished adapters are copied in float16 as commonsense-ARM-sSEED (empty: skip)")
-    p.add_argument("--report", default="RESULTS.md", help="report file name in --docs (plots take its stem)")
+    p.add_argument("--report", default="RESULTS-commonsense.md", help="report file name in --docs (plots take its stem)")
     p.add_argument("--notes", default=None, help="markdown file appended to the report's reading")
     p.add_argument("--job", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -9,7 +9,7 @@
     segmask adapt --out DIR           MAS-ready chat model by self-distillation (no labelled data)
     segmask eval --data-dir D         commonsense benchmarks (generate or loglik) under MAS or causal prefill
     segmask compare RUN_A RUN_B       paired comparison of two eval runs (bootstrap CI, McNemar)
-    segmask synth TASK --out DIR      draw synthetic prompt-order tasks (reading, name_index, middle_match)
+    segmask synth TASK --out DIR      draw synthetic prompt-order tasks (lookup, reading, name_index, middle_match)
 """
 
 from __future__ import annotations
@@ -37,15 +37,34 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return its exit code."""
     parser = argparse.ArgumentParser(prog="segmask", description="Masked Attention by Segment (MAS) for causal LMs")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the libraries' progress bars (weight loading) and warnings")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
         importlib.import_module(module).add_parser(sub)
     args = parser.parse_args(argv)
+    if not args.verbose:
+        quiet_libraries()
     try:
         return int(args.run(args) or 0)
     except (ValueError, OSError) as err:  # a user's mistake (bad value, bad or missing file): one line, no traceback
         print(f"segmask {args.command}: error: {describe_error(err)}", file=sys.stderr)
         return 2
+
+
+def quiet_libraries() -> None:
+    """No weight-loading bars, library log messages below errors, or deprecation warnings on the command line (the
+    long jobs' own progress bars, train/adapt/eval, stay). ``segmask --verbose CMD`` keeps them all."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def describe_error(err: BaseException) -> str:
@@ -66,7 +85,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adapter", default=None, help="folder of a LoRA adapter to load on top")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flex_attention"],
-                        help="attention backend")
+                        help="attention backend (default: sdpa)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--causal", action="store_true",
                         help="plain causal prefill (and, without --model, the causally trained base model)")

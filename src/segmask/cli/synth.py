@@ -17,7 +17,7 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..eval.synth import GENERATORS
 
-    p = sub.add_parser("synth", help="draw synthetic prompt-order tasks (reading, name_index, middle_match)")
+    p = sub.add_parser("synth", help="draw synthetic prompt-order tasks (lookup, reading, name_index, middle_match)")
     p.add_argument("tasks", nargs="+", choices=sorted(GENERATORS), metavar="TASK",
                    help=f"one or more of {', '.join(GENERATORS)}")
     p.add_argument("--out", required=True, help="folder that receives TASK/train.json and TASK/test.json")

@@ -5,8 +5,9 @@ structure, so every layout of ``questions.LAYOUTS`` can be rendered from them: `
 list), ``question`` and ``options`` (4 option texts; the answer is ``answer1``..``answer4``, uniform over the
 positions). The written ``instruction`` uses the layout ``cqo`` (context, question, options).
 
-    reading       facts "NAME has a COLOR OBJECT."; "What color is NAME's OBJECT?"; every option colour occurs
-                  in the facts, and the asked name and object each occur in other facts (both keys matter)
+    lookup        facts "NAME has a COLOR OBJECT." with distinct names; "What color is NAME's OBJECT?"; every
+                  option colour occurs in the facts (one key: the name)
+    reading       the same facts, but the asked name and object each occur in other facts (both keys matter)
     name_index    a list of names; "What is the k-th name in the list?"; options: the answer, its neighbours
     middle_match  a list of names; "Which name comes right between X and Y?"; options include X or Y
 
@@ -37,7 +38,11 @@ COLORS = ("red", "blue", "green", "yellow", "black", "white", "pink", "brown", "
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
             "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth", "eighteenth",
             "nineteenth", "twentieth")
-DEFAULT_LENGTH = {"reading": 8, "name_index": 10, "middle_match": 10}
+DEFAULT_LENGTH = {"lookup": 5, "reading": 8, "name_index": 10, "middle_match": 10}
+
+
+def article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 def _options(rng: random.Random, answer: str, distractors: list[str]) -> tuple[list[str], str]:
@@ -73,8 +78,23 @@ def reading(rng: random.Random, length: int) -> dict[str, Any]:
     rng.shuffle(others)
     options, label = _options(rng, answer, near + others)
     rng.shuffle(facts)
-    context = "Facts: " + " ".join(f"{n} has a {c} {o}." for (n, o), c in facts)
+    context = "Facts: " + " ".join(f"{n} has {article(c)} {c} {o}." for (n, o), c in facts)
     return {"context": context, "question": f"What color is {name}'s {obj}?", "options": options, "answer": label}
+
+
+def lookup(rng: random.Random, length: int) -> dict[str, Any]:
+    """Facts about who has which coloured object, one fact per name, and the colour of one name's object."""
+    if not 4 <= length <= len(COLORS):
+        raise ValueError(f"lookup: length (facts) must be 4..{len(COLORS)}, got {length}")
+    names, colors = rng.sample(NAMES, length), rng.sample(COLORS, length)
+    objects = [rng.choice(OBJECTS) for _ in range(length)]
+    k = rng.randrange(length)
+    others = [c for i, c in enumerate(colors) if i != k]
+    rng.shuffle(others)
+    options, label = _options(rng, colors[k], others)
+    context = "Facts: " + " ".join(f"{n} has {article(c)} {c} {o}." for n, c, o in zip(names, colors, objects))
+    return {"context": context, "question": f"What color is {names[k]}'s {objects[k]}?", "options": options,
+            "answer": label}
 
 
 def name_index(rng: random.Random, length: int) -> dict[str, Any]:
@@ -107,7 +127,7 @@ def middle_match(rng: random.Random, length: int) -> dict[str, Any]:
 
 
 GENERATORS: dict[str, Callable[[random.Random, int], dict[str, Any]]] = {
-    "reading": reading, "name_index": name_index, "middle_match": middle_match}
+    "lookup": lookup, "reading": reading, "name_index": name_index, "middle_match": middle_match}
 """Task name -> generator of one instance (``rng``, ``length``)."""
 
 

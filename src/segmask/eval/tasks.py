@@ -84,7 +84,7 @@ TASKS: dict[str, Task] = {
     "openbookqa": Task("openbookqa", "openbookqa", _answers("answer", 4)),
 }
 SYNTH_TASKS: dict[str, Task] = {name: Task(name, name, _answers("answer", 4))
-                                for name in ("reading", "name_index", "middle_match")}
+                                for name in ("lookup", "reading", "name_index", "middle_match")}
 """The synthetic prompt-order tasks of ``segmask synth`` (``eval.synth``): four options, answer1..answer4."""
 TASKS.update(SYNTH_TASKS)
 COMMONSENSE_TASKS = tuple(name for name in TASKS if name not in SYNTH_TASKS)

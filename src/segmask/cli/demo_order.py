@@ -1,0 +1,73 @@
+"""The part of ``segmask demo`` that shows where MAS matters: a question asked after its facts and options.
+
+Two adapters from the order study (``benchmarks/order_study.py``, docs/RESULTS.md) answer the same ``lookup``
+questions: one LoRA-trained under the causal mask from the published SmolLM2-135M-Instruct, served causally; one
+trained under MAS from the MAS-ready model, served with MAS prefill. Same data, rows, seed and steps. First one
+hand-written prompt in the hard layout (``coq``: facts, options, question last), then both adapters on fresh
+instances drawn now with a seed the study never used, in the easy layout (``cqo``) and the hard one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ADAPTERS = {"causal": "order-lookup-text-mix-causal-s42", "MAS": "order-lookup-text-mix-mas-ready-s42"}
+"""Shipped adapters (``adapters/``) of the study's seed-42 arms trained on the layout mix."""
+EXAMPLE = {  # written for the demo (not drawn from the study's data)
+    "context": "Facts: Nora has a blue kite. Sam has a brown cup. Liam has a gold bag. Ella has a white lamp. "
+               "Hugo has a pink hat.",
+    "question": "What color is Liam's bag?",
+    "options": ["pink", "brown", "gold", "blue"],
+    "answer": "answer3",
+}
+FRESH_SEED, FRESH_N = 2026, 40
+
+
+def load_arm(name: str, args: Any) -> tuple[Any, Any, str]:
+    """(model with the arm's adapter, tokenizer, mask) for ``ADAPTERS[name]``."""
+    from ..core.recipe import resolve_adapter
+    from ..hf.hook import enable
+    from ..hf.models import load_model, shipped_adapter
+
+    folder = shipped_adapter(ADAPTERS[name])
+    recipe = resolve_adapter(folder)
+    model, tokenizer = load_model(recipe.base_model, dtype=args.dtype, attn_implementation=args.attn,
+                                  device=args.device, adapter=str(folder))
+    return enable(model).eval(), tokenizer, recipe.mask
+
+
+def picks(model: Any, tokenizer: Any, mask: str, records: list[dict], layout: str) -> list[dict]:
+    """The ``choice`` protocol's rows (each option's text scored as the answer) for ``records`` in ``layout``."""
+    from ..eval.protocols import run_choice
+    from ..eval.tasks import TASKS
+
+    return run_choice(model, tokenizer, TASKS["lookup"], records, mask=mask, prompt_form="commonsense",
+                      system=None, layout=layout, batch_size=8)
+
+
+def run_order_part(args: Any) -> None:
+    """Print the hand-written question's picks and both arms' accuracy on fresh instances, per layout."""
+    import torch
+
+    from ..core.questions import rewrite_record
+    from ..eval.synth import draw, make_record
+
+    example = {**make_record("lookup", EXAMPLE, 5), "index": 0}
+    fresh = [{**r, "index": i} for i, r in enumerate(draw("lookup", FRESH_N, seed=FRESH_SEED, split="demo"))]
+    print("--- where MAS matters: the question after its facts and options (segmask synth lookup, layout coq) ---")
+    print(rewrite_record(example, layout="coq")["instruction"])
+    print("(correct: gold)")
+    scores = {}
+    for name in ADAPTERS:
+        model, tokenizer, mask = load_arm(name, args)
+        with torch.no_grad():
+            row = picks(model, tokenizer, mask, [example], "coq")[0]
+            scores[name] = {layout: picks(model, tokenizer, mask, fresh, layout) for layout in ("cqo", "coq")}
+        print(f"  {name:>6} ({mask} prefill, trained on the task) -> {row['picked']}"
+              f"{'  right' if row['correct'] else '  wrong'}")
+        del model
+    print(f"\n{FRESH_N} fresh questions drawn now (seed {FRESH_SEED}), right answers of each adapter:")
+    for layout, what in (("cqo", "facts, question, options"), ("coq", "facts, options, question last")):
+        line = "   ".join(f"{name} {sum(r['correct'] for r in scores[name][layout])}/{FRESH_N}" for name in ADAPTERS)
+        print(f"  {layout} ({what}): {line}")
+    print("(Measured on the study's 600 test questions per layout, two training seeds: docs/RESULTS.md.)\n")
