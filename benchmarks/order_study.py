@@ -70,7 +70,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic draw")
     p.add_argument("--length", type=int, default=None, help="facts / list items (default: the task's)")
     p.add_argument("--data-n", type=int, default=2000, help="training records drawn (segmask synth --n)")
-    p.add_argument("--train-n", type=int, default=1500, help="training rows per arm (one epoch; --max-examples)")
+    p.add_argument("--train-n", type=int, default=1500,
+                   help="training rows per arm in the mix regime (one epoch; --max-examples)")
+    p.add_argument("--easy-n", type=int, default=800,
+                   help="training rows per arm in the easy regime (one layout needs fewer rows to learn)")
     p.add_argument("--test-n", type=int, default=600, help="test records, every one evaluated in every layout")
     p.add_argument("--seeds", default="42,43")
     p.add_argument("--arms", default="causal,mas-ready,repeat")
@@ -117,7 +120,8 @@ def plan(a: argparse.Namespace) -> list[Job]:
                 tag = f"{task}-{regime}-{arm}-s{seed}"
                 run = out / f"train-{tag}"
                 argv = segmask("train", str(data / a.task), "--out", str(run), "--mask", mask, "--model", model,
-                               "--layout", layout_arg, "--answer-form", a.answer_form, "--max-examples", str(a.train_n),
+                               "--layout", layout_arg, "--answer-form", a.answer_form, "--max-examples",
+                               str(a.train_n if regime == "mix" else a.easy_n),
                                "--batch-size", "4", "--grad-accum", "2", "--warmup-steps", "20", "--save-steps", "25",
                                "--lr", a.lr,
                                "--cutoff", "512", "--save-dtype", "float16", "--seed", seed, "--threads", "1",
@@ -186,8 +190,13 @@ def export(a: argparse.Namespace, job: Job) -> None:
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(job.done.parent, target)
         config = json.loads((target / "segmask.json").read_text())
-        config["study"] = {"task": a.task, "data_seed": a.data_seed, "length": a.length, "train_n": a.train_n,
-                           "made_by": "benchmarks/order_study.py"}
+        recipe = config.get("recipe", {})
+        recipe["data"] = [os.path.relpath(d, ROOT) for d in recipe.get("data", [])]  # repo-relative, no home dirs
+        recipe["output_dir"] = os.path.relpath(recipe.get("output_dir", "."), ROOT)
+        draw = f"segmask synth {a.task} --n {a.data_n} --test-n {a.test_n} --seed {a.data_seed}" + \
+            (f" --length {a.length}" if a.length else "") + f" --out {os.path.relpath(Path(a.out) / 'data', ROOT)}"
+        config["study"] = {"task": a.task, "layout": recipe.get("layout"), "mask": config.get("mask"),
+                           "answer_form": a.answer_form, "data": draw, "made_by": "benchmarks/order_study.py"}
         (target / "segmask.json").write_text(json.dumps(config, indent=2) + "\n")
         return
     OUTCOMES.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ then, for each: the latency of ``/health`` and of a 1-token chat request sent ri
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import threading
 import time
@@ -113,16 +112,19 @@ def main() -> None:
 
     socks = silent(url, a.silent)
     h, (t, code) = health(url), one_token(url, a.model)
-    refused = 0
+    answers = {"408": 0, "503": 0, "closed": 0}
     for s in socks:
         try:
             s.settimeout(config.header_timeout_s + 5)
-            refused += s.recv(32).startswith(b"HTTP/1.1 503")
+            reply = s.recv(32)
+            answers["408" if reply.startswith(b"HTTP/1.1 408") else "503" if reply.startswith(b"HTTP/1.1 503")
+                    else "closed"] += 1
         except OSError:
-            pass
+            answers["closed"] += 1
         s.close()
-    rows.append((f"{len(socks)} connections that never finish their headers ({refused} refused at once, the rest "
-                 f"closed with 408 after {config.header_timeout_s:g} s)", f"{1000 * h:.0f} ms", f"{t:.2f} s ({code})"))
+    rows.append((f"{len(socks)} connections that never finish their headers (408: {answers['408']}, evicted by "
+                 f"newer ones or timed out after {config.header_timeout_s:g} s; 503: {answers['503']})",
+                 f"{1000 * h:.0f} ms", f"{t:.2f} s ({code})"))
 
     threads = large(url, a.model)
     h, (t, code) = health(url), one_token(url, a.model)

@@ -24,9 +24,14 @@ def test_demo_answers_with_the_adapted_model_and_the_original(smollm2, capsys):
     assert main(["demo", "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
     chat, choice = out.split("--- a multiple-choice question")
+    choice, order = choice.split("--- where MAS matters")
     assert chat.count("MAS, adapted -> ") == 3 and chat.count("causal, original -> ") == 3
     assert chat.count("MAS, NOT adapted -> ") == 1
     assert choice.count("-> picks '") == 1 and "'a copper wire'" in choice
+    # part 3: the order study's two adapters on the hand-written question and on fresh draws in two layouts
+    assert order.count("(causal prefill, trained on the task) -> ") == 1
+    assert order.count("(mas prefill, trained on the task) -> ") == 1
+    assert "cqo (facts, question, options): causal " in order and "coq (facts, options, question last)" in order
 
 
 @pytest.mark.slow

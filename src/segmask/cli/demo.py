@@ -8,6 +8,8 @@
    "Question: ...\nAnswer:" prompt (the ``choice`` protocol of ``segmask eval``, ``qa`` form). The prompt lists no
    options, so the pick cannot come from a label habit. The measured accuracy on held-out test questions is in
    docs/ADAPT.md.
+3. Where MAS matters (``demo_order``): the order study's causal and MAS adapters on a question asked after its facts
+   and options, and on fresh questions drawn now, per prompt layout (docs/RESULTS.md).
 
 With ``--model`` or ``--adapter`` the demo runs that model, MAS prefill next to causal prefill.
 """
@@ -72,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
               "measurements. Both other columns come from a 135M model, and wrong answers in both are the model's "
               "size, not MAS: docs/ADAPT.md measures how often each is right.)\n")
     _choice_part(model, tokenizer, mask="causal" if args.causal else "mas", adapter=None if custom else True)
+    if not custom:
+        from .demo_order import run_order_part
+
+        del model
+        print()
+        run_order_part(args)
     return 0
 
 

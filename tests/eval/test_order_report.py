@@ -1,0 +1,57 @@
+"""The order study's statistics and plan (benchmarks/order_report.py, order_study.py): pooling over seeds against
+hand-computed values, the goal's verdict on made-up outcomes, every arm of a seed trained on the same rows."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+report = pytest.importorskip("order_report")
+study = pytest.importorskip("order_study")
+
+
+def run(flags):
+    return {"rows": [{"index": i, "answer": "answer1", "prediction": "answer1" if f else "answer2", "correct": f}
+                     for i, f in enumerate(flags)]}
+
+
+def test_pooled_over_seeds_is_the_per_example_mean():
+    a = [run([1, 0, 0, 0] * 25), run([1, 1, 0, 0] * 25)]
+    b = [run([1, 1, 1, 0] * 25), run([1, 1, 1, 1] * 25)]
+    res = report.pooled(a, b)
+    assert res["seeds"] == 2 and res["n"] == 100
+    assert res["acc_a"] == pytest.approx(0.375) and res["acc_b"] == pytest.approx(0.875)
+    assert res["diff"] == pytest.approx(0.5) and res["low"] > 0.35
+    assert res["p"] < 1e-10  # 100 discordant pairs, all one way
+    assert report.pooled([None], [run([1])]) is None
+
+
+def test_verdict_needs_every_part_of_the_goal():
+    args = type("A", (), {})()
+    hard_gap = {"causal": [{"cqo": run([1] * 90 + [0] * 10), "coq": run([1] * 50 + [0] * 50)}],
+                "mas-ready": [{"cqo": run([1] * 90 + [0] * 10), "coq": run([1] * 85 + [0] * 15)}]}
+    res = report.pooled([hard_gap["causal"][0]["coq"]], [hard_gap["mas-ready"][0]["coq"]])
+    text = "\n".join(report.verdict(args, [("easy", "coq", res, hard_gap)], "cqo", ["42"]))
+    assert "**Accuracy part of the goal met**" in text
+    flat = {"causal": hard_gap["causal"], "mas-ready": [{"cqo": run([1] * 90 + [0] * 10), "coq": run([1] * 52 +
+                                                                                                   [0] * 48)}]}
+    res = report.pooled([flat["causal"][0]["coq"]], [flat["mas-ready"][0]["coq"]])
+    assert "goal not met" in "\n".join(report.verdict(args, [("easy", "coq", res, flat)], "cqo", ["42"]))
+
+
+def test_arms_of_a_seed_differ_only_in_mask_and_start():
+    args = study.parse(["--out", "/tmp/x", "--arms", "causal,mas-ready,repeat", "--regimes", "mix,easy"])
+    trains = {j.name: j.argv for j in study.plan(args) if j.name.startswith("train-")}
+    mix = [argv for name, argv in trains.items() if "-mix-" in name and name.endswith("-s42")]
+    assert len(mix) == 3
+
+    def strip(argv):
+        out = list(argv)
+        for flag in ("--mask", "--model", "--out"):
+            i = out.index(flag)
+            del out[i:i + 2]
+        return out
+    assert strip(mix[0]) == strip(mix[1]) == strip(mix[2])
+    evals = [j for j in study.plan(args) if j.name.startswith("eval-") and j.needs]
+    assert all(j.needs in trains for j in evals)
