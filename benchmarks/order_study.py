@@ -40,6 +40,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from order_report import regime_spec, write_report
+
 ROOT = Path(__file__).resolve().parents[1]
 OUTCOMES = ROOT / "docs" / "outcomes" / "order"
 ARMS = {"causal": ("causal", "smollm2-135m-instruct"), "mas-ready": ("mas", "smollm2-135m-mas"),
@@ -77,7 +79,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--test-n", type=int, default=600, help="test records, every one evaluated in every layout")
     p.add_argument("--seeds", default="42,43")
     p.add_argument("--arms", default="causal,mas-ready,repeat")
-    p.add_argument("--regimes", default="mix,easy")
+    p.add_argument("--regimes", default="mix,easy",
+                   help="mix (--mix layouts, --train-n rows), easy (--easy layout, --easy-n rows), easyN (N rows)")
     p.add_argument("--mix", default="cqo,qoc,coq", help="layouts of the mix regime (row i: layout i mod n)")
     p.add_argument("--easy", default="cqo", help="the easy layout (the easy regime trains on it only)")
     p.add_argument("--layouts", default="cqo,qoc,coq", help="layouts every model is evaluated on")
@@ -87,6 +90,8 @@ def parse(argv=None) -> argparse.Namespace:
                         "scored by the loglik protocol")
     p.add_argument("--parallel", type=int, default=2)
     p.add_argument("--doc", default=str(ROOT / "docs" / "RESULTS.md"))
+    p.add_argument("--no-cost", dest="cost", action="store_false",
+                   help="leave out the prefill-cost timing (a few minutes on an idle 2-core CPU) from the report")
     return p.parse_args(argv)
 
 
@@ -114,14 +119,14 @@ def plan(a: argparse.Namespace) -> list[Job]:
     seeds = a.seeds.split(",")
     for seed in seeds:
         for regime in a.regimes.split(","):
-            layout_arg = a.mix if regime == "mix" else a.easy
+            layout_arg, rows = regime_spec(a, regime)
             for arm in a.arms.split(","):
                 mask, model = ARMS[arm]
                 tag = f"{task}-{regime}-{arm}-s{seed}"
                 run = out / f"train-{tag}"
                 argv = segmask("train", str(data / a.task), "--out", str(run), "--mask", mask, "--model", model,
                                "--layout", layout_arg, "--answer-form", a.answer_form, "--max-examples",
-                               str(a.train_n if regime == "mix" else a.easy_n),
+                               str(rows),
                                "--batch-size", "4", "--grad-accum", "2", "--warmup-steps", "20", "--save-steps", "25",
                                "--lr", a.lr,
                                "--cutoff", "512", "--save-dtype", "float16", "--seed", seed, "--threads", "1",
@@ -222,8 +227,6 @@ def main(argv=None) -> int:
             export(a, j)
         run_queue(a, jobs)
     if a.stage in ("report", "all"):
-        from order_report import write_report
-
         write_report(a)
     return 0
 

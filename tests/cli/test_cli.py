@@ -19,19 +19,22 @@ def test_show_prints_segments_and_mask(smollm2, capsys):
 @pytest.mark.slow
 @pytest.mark.real_model
 def test_demo_answers_with_the_adapted_model_and_the_original(smollm2, capsys):
-    """Part 1: the shipped MAS-ready model under MAS next to the original under causal prefill (the untuned MAS
-    answer once); part 2: a question scored by option text (tests run from the repository root)."""
+    """The mask, then the order study's adapters (part 2), the shipped MAS-ready model under MAS next to the original
+    under causal prefill with the untuned MAS answer once (part 3), and a question scored by option text (part 4);
+    tests run from the repository root."""
     assert main(["demo", "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
-    chat, choice = out.split("--- a multiple-choice question")
-    choice, order = choice.split("--- where MAS matters")
+    head, rest = out.split("--- where MAS matters")
+    order, chat = rest.split("\nsystem: ", 1)
+    chat, choice = chat.split("--- a multiple-choice question")
+    assert "'#' = may attend" in head
+    assert order.count("(causal prefill, tuned on facts-first prompts) -> ") == 1
+    assert order.count("(MAS prefill, tuned on facts-first prompts) -> ") == 1
+    assert "cqo (facts, question, options: as trained): causal " in order
+    assert "qoc (question, options, facts last: never trained): causal " in order
     assert chat.count("MAS, adapted -> ") == 3 and chat.count("causal, original -> ") == 3
     assert chat.count("MAS, NOT adapted -> ") == 1
     assert choice.count("-> picks '") == 1 and "'a copper wire'" in choice
-    # part 3: the order study's two adapters on the hand-written question and on fresh draws in two layouts
-    assert order.count("(causal prefill, trained on the task) -> ") == 1
-    assert order.count("(mas prefill, trained on the task) -> ") == 1
-    assert "cqo (facts, question, options): causal " in order and "coq (facts, options, question last)" in order
 
 
 @pytest.mark.slow

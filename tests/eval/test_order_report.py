@@ -55,3 +55,16 @@ def test_arms_of_a_seed_differ_only_in_mask_and_start():
     assert strip(mix[0]) == strip(mix[1]) == strip(mix[2])
     evals = [j for j in study.plan(args) if j.name.startswith("eval-") and j.needs]
     assert all(j.needs in trains for j in evals)
+
+
+def test_regimes_name_their_layouts_and_rows():
+    a = study.parse([])
+    assert report.regime_spec(a, "mix") == ("cqo,qoc,coq", 1500)
+    assert report.regime_spec(a, "easy") == ("cqo", 800)
+    assert report.regime_spec(a, "easy1600") == ("cqo", 1600)
+    with pytest.raises(SystemExit, match="unknown regime 'hard'"):
+        report.regime_spec(a, "hard")
+    names = [j.name for j in study.plan(study.parse(["--regimes", "easy1600", "--arms", "causal", "--seeds", "7"]))]
+    assert names[0] == "train-lookup-text-easy1600-causal-s7"
+    assert "--max-examples" in (argv := study.plan(study.parse(["--regimes", "easy1600"]))[0].argv)
+    assert argv[argv.index("--max-examples") + 1] == "1600"

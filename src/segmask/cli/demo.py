@@ -1,15 +1,16 @@
 """``segmask demo``: the main job on the embedded model.
 
-1. A chat prompt's segments and ASCII mask, then answers to a few chat prompts from the MAS-ready default
-   (``smollm2-135m-mas``: SmolLM2-135M-Instruct + the shipped adapter made by ``segmask adapt``) with MAS prefill,
-   next to the original model with causal prefill; once, the original model with MAS prefill and no adaptation,
-   to show why adaptation is needed.
-2. A multiple-choice question scored by content: each option's text is scored as the continuation of lm-eval's
+1. A chat prompt's segments and its MAS mask in ASCII.
+2. Where MAS matters (``demo_order``): the order study's causal and MAS adapters, both tuned on prompts whose facts
+   come first, on a question whose facts come after it, and on fresh questions drawn now in both layouts
+   (docs/RESULTS.md has the measurement).
+3. Answers to a few chat prompts from the MAS-ready default (``smollm2-135m-mas``: SmolLM2-135M-Instruct + the shipped
+   adapter made by ``segmask adapt``) with MAS prefill, next to the original model with causal prefill; once, the
+   original model with MAS prefill and no adaptation, to show why adaptation is needed.
+4. A multiple-choice question scored by content: each option's text is scored as the continuation of lm-eval's
    "Question: ...\nAnswer:" prompt (the ``choice`` protocol of ``segmask eval``, ``qa`` form). The prompt lists no
    options, so the pick cannot come from a label habit. The measured accuracy on held-out test questions is in
    docs/ADAPT.md.
-3. Where MAS matters (``demo_order``): the order study's causal and MAS adapters on a question asked after its facts
-   and options, and on fresh questions drawn now, per prompt layout (docs/RESULTS.md).
 
 With ``--model`` or ``--adapter`` the demo runs that model, MAS prefill next to causal prefill.
 """
@@ -60,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {args.model}   attention: {args.attn}\n")
     print(render(tokenizer, first, max_size=48))
     print("\n'#' = may attend, '.' = masked; rows are queries, columns keys; digits name segments, '-' is causal.\n")
+    if not custom:
+        from .demo_order import run_order_part
+
+        run_order_part(args)
     for i, (system, user) in enumerate(PROMPTS):
         print(("system: " + system + "\n" if system else "") + "user: " + user.replace("\n", "\n      "))
         batch = encode_chat(tokenizer, conversation(system, user)).to(args.device)
@@ -74,12 +79,6 @@ def run(args: argparse.Namespace) -> int:
               "measurements. Both other columns come from a 135M model, and wrong answers in both are the model's "
               "size, not MAS: docs/ADAPT.md measures how often each is right.)\n")
     _choice_part(model, tokenizer, mask="causal" if args.causal else "mas", adapter=None if custom else True)
-    if not custom:
-        from .demo_order import run_order_part
-
-        del model
-        print()
-        run_order_part(args)
     return 0
 
 

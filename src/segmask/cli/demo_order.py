@@ -1,18 +1,21 @@
-"""The part of ``segmask demo`` that shows where MAS matters: a question asked after its facts and options.
+"""The part of ``segmask demo`` that shows where MAS matters: a prompt whose facts come after the question.
 
 Two adapters from the order study (``benchmarks/order_study.py``, docs/RESULTS.md) answer the same ``lookup``
 questions: one LoRA-trained under the causal mask from the published SmolLM2-135M-Instruct, served causally; one
-trained under MAS from the MAS-ready model, served with MAS prefill. Same data, rows, seed and steps. First one
-hand-written prompt in the hard layout (``coq``: facts, options, question last), then both adapters on fresh
-instances drawn now with a seed the study never used, in the easy layout (``cqo``) and the hard one.
+trained under MAS from the MAS-ready model, served with MAS prefill. Same data, rows, seed and steps, all in one
+layout (``cqo``: facts, question, options). First one hand-written prompt in the layout neither saw in training
+(``qoc``: question, options, facts last), then both adapters on fresh instances drawn now with a seed the study
+never used, in the trained layout and the unseen one. Under the causal mask the question and options are read
+before the facts exist; under MAS the whole user message (one segment) is read at once.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-ADAPTERS = {"causal": "order-lookup-text-mix-causal-s42", "MAS": "order-lookup-text-mix-mas-ready-s42"}
-"""Shipped adapters (``adapters/``) of the study's seed-42 arms trained on the layout mix."""
+ADAPTERS = {"causal": "order-lookup-text-easy-causal-s42", "MAS": "order-lookup-text-easy-mas-ready-s42"}
+"""Shipped adapters (``adapters/``) of the study's seed-42 arms trained on the easy layout only (``cqo``)."""
+TRAINED, UNSEEN = "cqo", "qoc"
 EXAMPLE = {  # written for the demo (not drawn from the study's data)
     "context": "Facts: Nora has a blue kite. Sam has a brown cup. Liam has a gold bag. Ella has a white lamp. "
                "Hugo has a pink hat.",
@@ -54,20 +57,22 @@ def run_order_part(args: Any) -> None:
 
     example = {**make_record("lookup", EXAMPLE, 5), "index": 0}
     fresh = [{**r, "index": i} for i, r in enumerate(draw("lookup", FRESH_N, seed=FRESH_SEED, split="demo"))]
-    print("--- where MAS matters: the question after its facts and options (segmask synth lookup, layout coq) ---")
-    print(rewrite_record(example, layout="coq")["instruction"])
+    print("--- where MAS matters: facts that come after the question (segmask synth lookup, layout qoc) ---")
+    print(rewrite_record(example, layout=UNSEEN)["instruction"])
     print("(correct: gold)")
     scores = {}
     for name in ADAPTERS:
         model, tokenizer, mask = load_arm(name, args)
         with torch.no_grad():
-            row = picks(model, tokenizer, mask, [example], "coq")[0]
-            scores[name] = {layout: picks(model, tokenizer, mask, fresh, layout) for layout in ("cqo", "coq")}
-        print(f"  {name:>6} ({mask} prefill, trained on the task) -> {row['picked']}"
+            row = picks(model, tokenizer, mask, [example], UNSEEN)[0]
+            scores[name] = {layout: picks(model, tokenizer, mask, fresh, layout) for layout in (TRAINED, UNSEEN)}
+        prefill = "MAS" if mask == "mas" else mask
+        print(f"  {name:>6} ({prefill} prefill, tuned on facts-first prompts) -> {row['picked']}"
               f"{'  right' if row['correct'] else '  wrong'}")
         del model
     print(f"\n{FRESH_N} fresh questions drawn now (seed {FRESH_SEED}), right answers of each adapter:")
-    for layout, what in (("cqo", "facts, question, options"), ("coq", "facts, options, question last")):
+    for layout, what in ((TRAINED, "facts, question, options: as trained"),
+                         (UNSEEN, "question, options, facts last: never trained")):
         line = "   ".join(f"{name} {sum(r['correct'] for r in scores[name][layout])}/{FRESH_N}" for name in ADAPTERS)
         print(f"  {layout} ({what}): {line}")
     print("(Measured on the study's 600 test questions per layout, two training seeds: docs/RESULTS.md.)\n")
