@@ -3,7 +3,8 @@
 
     python examples/trl_sft_mas.py --out runs/trl-mas                       # built-in chats, embedded SmolLM2, offline
     python examples/trl_sft_mas.py --data chats.jsonl --out runs/trl-mas --padding-free --max-steps 200
-    python examples/trl_sft_mas.py --data ../shared/data/commonsense/boolq/train.json --out runs/trl-boolq --packing
+    D=~/.cache/segmask/data/commonsense                                      # filled by `segmask data`
+    python examples/trl_sft_mas.py --data $D/commonsense_170k/train.json --out runs/trl-commonsense --packing
 
 ``--data`` takes chat JSONL (``{"messages": [...]}`` per line, the last message the assistant's answer) or
 LLM-Adapters records (each rendered as one user message). Needs ``pip install segmask[trl]``.

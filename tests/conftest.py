@@ -1,17 +1,19 @@
 """Shared fixtures. Tests run on CPU with no network; tiny models are built from configs, the real models are the
-embedded SmolLM2-135M-Instruct and Gemma-3-270M (each skipped when its packages are absent), data is read from
-../shared by path."""
+embedded SmolLM2-135M-Instruct and Gemma-3-270M (each skipped when its packages are absent), the commonsense data
+is read where the commands look by default (``segmask.eval.tasks.default_data_dir``: ``$SEGMASK_DATA``, what
+``segmask data`` fetched, else this machine's ../shared/data/commonsense) and its tests skip without it."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-DATA_DIR = Path(os.environ.get("SEGMASK_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "commonsense"))
+from segmask.eval.tasks import default_data_dir
+
+DATA_DIR = default_data_dir()
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +59,7 @@ def gemma3():
 def data_dir() -> Path:
     """The commonsense data folder (LLM-Adapters format), or skip."""
     if not (DATA_DIR / "boolq").exists():
-        pytest.skip(f"commonsense data not found at {DATA_DIR}")
+        pytest.skip(f"commonsense data not found at {DATA_DIR} (segmask data gets it)")
     return DATA_DIR
 
 

@@ -97,7 +97,7 @@ def test_parse_errors_name_the_record():
 
 def test_every_record_of_every_task_parses(data_dir):
     """Round trip, labels = the answer format line, answer offered, every option and the question kept by 'before'."""
-    files = sorted(data_dir.glob("*/*.json"))
+    files = sorted(p for p in data_dir.glob("*/*.json") if p.parent.name in TASKS)  # not commonsense_170k/
     assert {p.parent.name for p in files} >= set(available_tasks(data_dir))
     for path in files:
         task = TASKS[path.parent.name]

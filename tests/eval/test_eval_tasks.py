@@ -1,5 +1,5 @@
 """Benchmark tasks: answer extraction on tricky generations, offered choices, seeded subsets, data loading.
-CPU only, no network; the data test skips when ../shared/data/commonsense is absent."""
+CPU only, no network; the data test skips when there is no commonsense data (``segmask data`` gets it)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@
     segmask generate PROMPT...        batched generation (prompts or --file JSONL) -> JSONL
     segmask train DATA... --out DIR   LoRA fine-tuning under MAS or the causal mask
     segmask adapt --out DIR           MAS-ready chat model by self-distillation (no labelled data)
-    segmask eval --data-dir D         commonsense benchmarks (generate or loglik) under MAS or causal prefill
+    segmask data                      get the commonsense benchmark data (LLM-Adapters) into ~/.cache/segmask/data
+    segmask eval [--data-dir D]       commonsense benchmarks (generate or loglik) under MAS or causal prefill
     segmask compare RUN_A RUN_B       paired comparison of two eval runs (bootstrap CI, McNemar)
     segmask synth TASK --out DIR      draw synthetic prompt-order tasks (lookup, reading, name_index, middle_match)
 """
@@ -28,6 +29,7 @@ COMMANDS = {
     "generate": "segmask.cli.generate",
     "train": "segmask.cli.train",
     "adapt": "segmask.cli.adapt",
+    "data": "segmask.cli.data",
     "eval": "segmask.cli.eval",
     "compare": "segmask.cli.compare",
     "synth": "segmask.cli.synth",

@@ -2,7 +2,7 @@
 ``segmask.train.adapt``).
 
     segmask adapt --out runs/adapt                                  # embedded SmolLM2-135M-Instruct, shipped prompts
-    segmask adapt --out runs/adapt --data-dir ../shared/data --budget 60m --threads 1
+    segmask adapt --out runs/adapt --data-dir ~/.cache/segmask/data --budget 60m --threads 1  # after segmask data
     segmask adapt --out runs/adapt --resume                         # continue from the last checkpoint
     segmask adapt --model Qwen/Qwen2.5-0.5B-Instruct --out runs/qwen-adapt --prompts 4000
 

@@ -1,6 +1,7 @@
 """``segmask eval``: commonsense benchmarks under MAS, causal or causal-repeat prefill, three protocols.
 
-    segmask eval --data-dir ../shared/data/commonsense --tasks boolq,piqa --limit 100 --protocol loglik --out runs/a
+    segmask data                                                           # once: get the benchmark data
+    segmask eval --tasks boolq,piqa --limit 100 --protocol loglik --out runs/a    # reads it (or --data-dir D)
     segmask eval --adapter out/mas/adapter --limit 200 --out runs/mas      # mask and prompt form from segmask.json
     segmask eval --protocol generate --num-beams 1 --mask causal ...      # greedy, causal prefill
     segmask eval --protocol choice --mask causal-repeat --layout oq ...   # option texts scored
@@ -20,7 +21,9 @@ from . import add_model_args
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="benchmark accuracy (generate, loglik or choice) under MAS or causal prefill")
     add_model_args(p)
-    p.add_argument("--data-dir", required=True, help="folder of task folders holding test.json (LLM-Adapters format)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder of task folders holding test.json (LLM-Adapters format; default: $SEGMASK_DATA, "
+                        "else where `segmask data` writes, ~/.cache/segmask/data/commonsense)")
     p.add_argument("--tasks", default="all", help="comma-separated task names, or 'all' tasks present in --data-dir")
     p.add_argument("--limit", type=int, default=None, help="examples per task: a fixed random subset (see --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
@@ -66,10 +69,11 @@ def settings(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from ..eval.run import evaluate, format_picks, format_summary
-    from ..eval.tasks import load_records, resolve_tasks
+    from ..eval.tasks import default_data_dir, load_records, resolve_tasks
     from ..hf.models import load_model
 
     chosen = settings(args)
+    args.data_dir = args.data_dir or str(default_data_dir())
     for task in resolve_tasks(args.tasks, args.data_dir):  # a bad data file fails before the model loads
         load_records(task, args.data_dir, limit=args.limit, seed=args.seed)
     model, tokenizer = load_model(chosen["model"], dtype=args.dtype, attn_implementation=args.attn,

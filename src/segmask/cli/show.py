@@ -2,7 +2,7 @@
 ``--attention``, of the model's per-layer attention (heads averaged) under MAS vs causal prefill.
 
     segmask show --system "Be brief." --user "Is the sky blue?"          # tokenizer only, no model
-    segmask show --data ../shared/data/commonsense/boolq/test.json --index 3 --png mask.png
+    segmask show --data ~/.cache/segmask/data/commonsense/boolq/test.json --index 3 --png mask.png  # segmask data
     segmask show --png attention.png --attention --layers 0,14,-1         # loads the model (eager attention)
 """
 

@@ -1,6 +1,6 @@
 """``segmask train``: LoRA fine-tuning under MAS or the causal mask (``--mask`` is the only difference).
 
-    segmask train ../shared/data/commonsense --mask mas --out runs/mas --max-examples 2000
+    segmask data && segmask train ~/.cache/segmask/data/commonsense --mask mas --out runs/mas --max-examples 2000
     segmask train my_chats.jsonl --prompt-form chat --mask mas --out runs/chat-mas --epochs 3
     segmask train my_chats.jsonl --prompt-form chat --mask mas --out runs/chat-mas --packing --cutoff 1024
     accelerate launch -m segmask train DATA --out runs/x        # multi-GPU / FSDP through Trainer

@@ -1,7 +1,8 @@
 """Benchmarks for MAS vs causal models: commonsense tasks, generative and log-likelihood scoring, paired statistics.
 
     >>> from segmask.eval import evaluate, compare_runs, format_comparison
-    >>> evaluate(model, tok, "boolq,piqa", "../shared/data/commonsense", protocol="loglik", limit=100,
+    >>> from segmask.eval.tasks import default_data_dir     # the folder `segmask data` fills
+    >>> evaluate(model, tok, "boolq,piqa", default_data_dir(), protocol="loglik", limit=100,
     ...          out_dir="runs/mas")
     >>> print(format_comparison(compare_runs("runs/causal", "runs/mas")))
 

@@ -1,7 +1,8 @@
 """Run benchmarks end to end and compare runs: ``evaluate`` writes predictions and a summary, ``compare_runs`` pairs
 two runs example by example.
 
-    >>> summary = evaluate(model, tok, ["boolq", "piqa"], "../shared/data/commonsense", protocol="loglik",
+    >>> data_dir = default_data_dir()     # segmask.eval.tasks: the folder `segmask data` fills
+    >>> summary = evaluate(model, tok, ["boolq", "piqa"], data_dir, protocol="loglik",
     ...                    mask="mas", limit=100, out_dir="runs/base-mas")
     >>> print(format_summary(summary))
     >>> print(format_comparison(compare_runs("runs/base-causal", "runs/base-mas")))

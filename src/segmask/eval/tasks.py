@@ -6,7 +6,10 @@ and extracts the first label a model wrote:
 
     >>> TASKS["piqa"].extract("Answer: Solution2, because ...")
     'solution2'
-    >>> records = load_records(TASKS["boolq"], "../shared/data/commonsense", limit=50, seed=0)
+    >>> records = load_records(TASKS["boolq"], default_data_dir(), limit=50, seed=0)
+
+``default_data_dir()`` is where commands look when no ``--data-dir`` is given: the folder ``segmask data`` fills
+(``$SEGMASK_DATA``, else ``~/.cache/segmask/data/commonsense`` under ``$SEGMASK_CACHE`` when set).
 
 Extraction follows LLM-Adapters (first match of the task's labels in the generated text) but ignores case and
 needs whole words, so "Solution1" counts and "answer12" or "falsely" do not.
@@ -14,6 +17,7 @@ needs whole words, so "Solution1" counts and "answer12" or "falsely" do not.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -91,6 +95,30 @@ COMMONSENSE_TASKS = tuple(name for name in TASKS if name not in SYNTH_TASKS)
 """The paper's eight commonsense tasks, in its table order (``TASKS`` also holds the synthetic ones)."""
 
 
+SHARED_DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "commonsense"
+"""``../shared/data/commonsense`` beside a source checkout: this machine's copy of the data (test fixtures)."""
+GET_DATA_HINT = "run `segmask data` to get the commonsense benchmark data (or pass --data-dir)"
+
+
+def data_home() -> Path:
+    """The folder ``segmask data`` writes by default: ``$SEGMASK_DATA``, else ``data/commonsense`` under
+    ``$SEGMASK_CACHE`` (default ``~/.cache/segmask``)."""
+    if os.environ.get("SEGMASK_DATA"):
+        return Path(os.environ["SEGMASK_DATA"]).expanduser()
+    cache = Path(os.environ.get("SEGMASK_CACHE") or Path.home() / ".cache" / "segmask").expanduser()
+    return cache / "data" / "commonsense"
+
+
+def default_data_dir() -> Path:
+    """The commonsense data folder used when none is given: ``data_home()`` when ``$SEGMASK_DATA`` is set or it holds
+    task data, else ``../shared/data/commonsense`` beside the source checkout when that holds task data, else
+    ``data_home()`` (empty: the commands then say to run ``segmask data``)."""
+    home = data_home()
+    if os.environ.get("SEGMASK_DATA") or available_tasks(home) or not available_tasks(SHARED_DATA):
+        return home
+    return SHARED_DATA
+
+
 def get_task(name: str) -> Task:
     """Look a task up by name (case-insensitive); ``ValueError`` lists the known ones."""
     for key, task in TASKS.items():
@@ -109,7 +137,8 @@ def resolve_tasks(names: str | list[str] | None, data_dir: str | Path) -> list[T
     if names is None or names == "all" or names == ["all"]:
         present = available_tasks(data_dir)
         if not present:
-            raise ValueError(f"no task data found under {data_dir} (expected e.g. {TASKS['boolq'].path(data_dir)})")
+            raise ValueError(f"no task data found under {data_dir} (expected e.g. {TASKS['boolq'].path(data_dir)}); "
+                             + GET_DATA_HINT)
         return [TASKS[n] for n in present]
     if isinstance(names, str):
         names = [n for n in names.split(",") if n.strip()]
@@ -132,7 +161,8 @@ def load_records(task: Task, data_dir: str | Path, *, limit: int | None = None, 
     """Read the task's records; each gets ``index`` (its position in the file). Checks answers against labels."""
     path = task.path(data_dir)
     if not path.exists():
-        raise ValueError(f"task {task.name!r}: data file {path} not found")
+        hint = "draw it with `segmask synth`" if task.name in SYNTH_TASKS else GET_DATA_HINT
+        raise ValueError(f"task {task.name!r}: data file {path} not found; {hint}")
     rows = read_json(path, expect=list)
     records = []
     for i in sample_indices(len(rows), limit, seed, task.name):

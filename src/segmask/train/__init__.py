@@ -2,7 +2,9 @@
 self-distillation (``adapt`` with its ``distill`` loss and ``prompt_pool``), and TRL's SFTTrainer under MAS (``trl``,
 needs ``segmask[trl]``).
 
-    >>> summary = train(TrainConfig(data=["../shared/data/commonsense"], output_dir="runs/mas", mask="mas"))
+    >>> from segmask.eval.tasks import default_data_dir    # the folder `segmask data` fills
+    >>> data = str(default_data_dir())                      # every train.json below it: the commonsense_170k mixture
+    >>> summary = train(TrainConfig(data=[data], output_dir="runs/mas", mask="mas"))
 """
 
 from .state import LOSS_CURVE

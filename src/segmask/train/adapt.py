@@ -54,7 +54,8 @@ class AdaptConfig(LoopConfig):
     output_dir: str = field(metadata={"help": "teacher cache, checkpoints, loss curve and output_dir/adapter"})
     model: str = field(default=BASE_MODEL, metadata={"help": "the causal chat model: embedded name, HF id or path"})
     data_dir: str | None = field(default=None, metadata={
-        "help": "optional folder with prompts/ and commonsense/ (e.g. ../shared/data) for more prompts"})
+        "help": "optional folder with prompts/ and/or commonsense/ (e.g. ~/.cache/segmask/data after `segmask "
+                "data`) for more prompts"})
     prompts: int = field(default=1600, metadata={"help": "prompts drawn from the shipped pool"})
     self_instruct: int = field(default=64, metadata={"help": "extra prompts written by the teacher itself"})
     multi_turn: float = field(default=0.15, metadata={"help": "share of prompts continued as a second turn"})

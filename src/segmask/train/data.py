@@ -3,7 +3,7 @@
 Two row formats are read:
 
 * LLM-Adapters records ``{"instruction", "input", "output", "answer"}`` from JSON lists (``.json``) or JSON lines
-  (``.jsonl``), e.g. ``../shared/data/commonsense/*/train.json``;
+  (``.jsonl``), e.g. the ``*/train.json`` files ``segmask data`` writes (the commonsense_170k mixture);
 * chat rows ``{"messages": [{"role", "content"}, ...]}`` (JSONL), whose final assistant message is the answer.
 
 LLM-Adapters records are rendered in one of two prompt forms: ``"commonsense"`` (the paper's prompt: system
@@ -19,7 +19,8 @@ Cutoff rule (``cutoff`` tokens per example): a segment is never cut. An example 
 first ``cutoff`` tokens only if everything cut off is causal (the answer tail, or the causal header before it) and
 at least one answer token survives; otherwise it is dropped. ``prepare`` returns the counts of both.
 
-    >>> records = mix([load_records("../shared/data/commonsense/boolq/train.json")], seed=0, limit=1000)
+    >>> data = segmask.eval.tasks.default_data_dir()    # the folder `segmask data` fills
+    >>> records = mix([load_records(data / "commonsense_170k" / "train.json")], seed=0, limit=1000)
     >>> examples, stats = prepare(tokenizer, records, form="commonsense", cutoff=256)
     >>> batch = SegmentCollator(tokenizer.pad_token_id)(examples[:8])    # right padded, keeps segment_ids
 """

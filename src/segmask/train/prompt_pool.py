@@ -109,7 +109,8 @@ def prompt_pool(
 
     Args:
         split: ``"train"`` or ``"heldout"`` (disjoint fillers, see the module docstring).
-        data_dir: a folder with ``prompts/`` and/or ``commonsense/`` (e.g. ``../shared/data``); optional.
+        data_dir: a folder with ``prompts/`` and/or ``commonsense/`` (e.g. ``~/.cache/segmask/data``, the parent
+            of the folder ``segmask data`` fills); optional.
         system_share: share of prompts that get a system message from ``SYSTEMS``.
         weights: relative share of each category (default: even over the template categories and math; the
             commonsense category joins only when ``data_dir`` provides it).

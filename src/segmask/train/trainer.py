@@ -4,7 +4,9 @@
 ``segment_ids``; the causal arm's batches do not, so the model runs its stock causal mask. Everything else (data
 order, LoRA init, dropout, optimiser) is fixed by ``seed`` and identical. Loss is on answer tokens only.
 
-    >>> cfg = TrainConfig(data=["../shared/data/commonsense"], output_dir="runs/mas", mask="mas", max_examples=2000)
+    >>> from segmask.eval.tasks import default_data_dir    # the folder `segmask data` fills
+    >>> data = str(default_data_dir())                      # every train.json below it: the commonsense_170k mixture
+    >>> cfg = TrainConfig(data=[data], output_dir="runs/mas", mask="mas", max_examples=2000)
     >>> summary = train(cfg)       # adapter + segmask.json in runs/mas/adapter, loss curve in runs/mas/loss_curve.json
 
 ``packing=True`` packs the examples into rows of at most ``cutoff`` tokens (``segmask.core.packing``): no padding, each
