@@ -37,6 +37,12 @@ def load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def last_loss(log: dict, k: int = 3) -> float:
+    """Mean loss of the last ``k`` logged steps of a training log (``curve``: [step, loss] pairs)."""
+    tail = [loss for _, loss in log["curve"][-k:]]
+    return sum(tail) / len(tail)
+
+
 def flags(run: dict) -> dict[int, int]:
     return {r["index"]: int(r["correct"]) for r in run["rows"]}
 
@@ -154,6 +160,12 @@ def write_report(a) -> None:
                 row = {lay: load(f"{t}-{base}-{lay}") for lay in layouts}
                 if any(row.values()):
                     out.append(f"| {base} (untrained) | " + " | ".join(pct(acc(row[lay])) for lay in layouts) + " | |")
+        trained = [(f"{arm} s{seed}", load(f"train-{t}-{regime}-{arm}-s{seed}")) for arm in arms for seed in seeds]
+        if any(log for _, log in trained):
+            out += ["", "Training loss on the answer tokens (mean over the run; mean of the last 3 logged steps) "
+                    "and wall time, where the run's log was kept: " + "; ".join(
+                        f"{name} {log['train_loss']:.3f} / {last_loss(log):.3f}, {log['wall_s']:.0f} s"
+                        for name, log in trained if log) + "."]
         out += ["", "Paired comparisons over the seeds that finished (B − A, pp; 95% CI; McNemar p; MDE at 80% "
                 "power):", "", "| comparison | layout | seeds | A | B | B − A | 95% CI | p | MDE |",
                 "|---|---|---:|---:|---:|---:|---|---:|---:|"]

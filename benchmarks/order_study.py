@@ -203,6 +203,15 @@ def export(a: argparse.Namespace, job: Job) -> None:
         config["study"] = {"task": a.task, "layout": recipe.get("layout"), "mask": config.get("mask"),
                            "answer_form": a.answer_form, "data": draw, "made_by": "benchmarks/order_study.py"}
         (target / "segmask.json").write_text(json.dumps(config, indent=2) + "\n")
+        run = job.done.parents[1]
+        if (run / "train_summary.json").exists():  # the loss curve and wall time, small, for the report
+            summary = json.loads((run / "train_summary.json").read_text())
+            curve = json.loads((run / "loss_curve.json").read_text())
+            OUTCOMES.mkdir(parents=True, exist_ok=True)
+            (OUTCOMES / f"{job.name}.json").write_text(json.dumps(
+                {"wall_s": summary.get("wall_s"), "train_loss": summary.get("train_loss"),
+                 "steps": summary.get("steps"), "curve": [[p["step"], p["loss"]] for p in curve if "loss" in p]})
+                + "\n")
         return
     OUTCOMES.mkdir(parents=True, exist_ok=True)
     summary = json.loads(job.done.read_text())
