@@ -247,3 +247,18 @@ def test_stop_strings_on_the_loop_match_transformers(tokenizer):
         stock = model.generate(**batch, max_new_tokens=8, do_sample=False, tokenizer=tokenizer, stop_strings=[stop])
     assert torch.equal(ours.sequences, stock[:, batch["input_ids"].shape[1]:])
     assert stop in tokenizer.decode(ours.sequences[0])
+
+
+def test_without_max_new_tokens_the_loop_uses_transformers_default_length():
+    """No max_new_tokens or max_length anywhere: the loop stops where transformers' generate does (20 new tokens);
+    max_length counts the prompt."""
+    model = tiny()
+    model.generation_config.max_length = None
+    batch = left_padded(ROWS[:1])
+    ours = generate(model, batch, do_sample=False, eos_token_id=None)
+    with torch.no_grad():
+        stock = model.generate(**{k: batch[k] for k in ("input_ids", "attention_mask")}, do_sample=False,
+                               eos_token_id=None)
+    assert ours.sequences.shape[1] == stock.shape[1] - batch["input_ids"].shape[1] == 20
+    ours = generate(model, batch, do_sample=False, eos_token_id=None, max_length=10)
+    assert ours.sequences.shape[1] == 10 - len(ROWS[0][0])

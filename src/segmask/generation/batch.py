@@ -62,6 +62,8 @@ class Generation:
     reused: list[int] = field(default_factory=list)
 
 
+DEFAULT_NEW_TOKENS = 20  # transformers' generate: new tokens when neither the call nor the model sets a length
+
 def check_prompts(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   max_new_tokens: int | None = None) -> None:
     """Raise ``ValueError`` naming the sample for an empty prompt or one too long for the model.
@@ -159,7 +161,9 @@ def _loop_generate(model, rows, mas: bool, prefix_cache, tokenizer, kw) -> Gener
     sampling = dict(temperature=get("temperature", 1.0), top_p=get("top_p", 1.0), top_k=get("top_k", 0)) \
         if get("do_sample", False) else {}
     n, width = int(get("num_return_sequences", 1)), max(len(ids) for ids, _ in rows)
-    max_new = get("max_new_tokens") or max(1, config.max_length - width)
+    # as transformers' generate: max_new_tokens, else max_length (prompt included), else 20 new tokens
+    max_length = get("max_length")
+    max_new = get("max_new_tokens") or (max(1, max_length - width) if max_length else DEFAULT_NEW_TOKENS)
     stop = _stop_check(tokenizer, kw.get("stop_strings"))
     requests = [GenRequest(ids, segs, max_new, lambda kind, value: None, should_stop=stop,
                            min_new_tokens=int(get("min_new_tokens", 0)), keep_logits=bool(kw.get("output_logits")),
