@@ -9,7 +9,7 @@ Parts (each in its own process, one thread, eager mode):
   8 longer than one 64-token prefill step) in one fp32 engine with chunked prefill and prefix caching; greedy
   tokens against ``segmask.vllm.reference`` (transformers, explicit 4-D MAS mask). Also the prefix-cache hit rate.
 - ``throughput``: 16 chat prompts x 64 tokens, MAS and causal alternated (3 rounds), bf16: generated tokens/s.
-- ``burst``: ``vllm serve`` (plugin, MAS on) and ``segmask serve``, same weights, fp32, one burst of 16 streaming
+- ``burst``: vLLM's OpenAI server (plugin, MAS on) and ``segmask serve``, same weights, fp32, one burst of 16 streaming
   clients each, alternated (2 rounds): completion tokens/s, p50/p95 time to first token.
 """
 

@@ -30,7 +30,7 @@ def render(results: dict) -> str:
     burst = results.get("burst")
     if burst:
         load = f"{burst['load_before']} -> {burst['load_after']}"
-        for key, label in (("vllm", "`vllm serve` + plugin, MAS"), ("segmask", "`segmask serve`, MAS")):
+        for key, label in (("vllm", "vLLM OpenAI server + plugin, MAS"), ("segmask", "`segmask serve`, MAS")):
             rounds = burst["results"][key]
             lines.append(f"| burst of {burst['clients']} streaming clients x {burst['max_tokens']} tokens, {label} | "
                          f"{_span([r['tok_s'] for r in rounds])} tok/s; TTFT p50 "

