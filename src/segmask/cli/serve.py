@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--served-model-name", default=None, help="model id clients send (default: --model)")
-    add_config_args(p, ServeConfig, skip=("model_name", "mas"), units=UNITS)
+    add_config_args(p, ServeConfig, skip=("model_name", "mas", "model_path", "adapter"), units=UNITS)
     p.add_argument("--log-level", default="info")
     p.set_defaults(run=run)
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     args.model = chosen_model(args)
     config = config_from_namespace(ServeConfig, args, units=UNITS, model_name=args.served_model_name or args.model,
-                                   mas=chosen_mask(args) == "mas",
+                                   mas=chosen_mask(args) == "mas", model_path=args.model, adapter=args.adapter,
                                    default_max_tokens=min(args.default_max_tokens, args.max_tokens))
     model, tokenizer = load_model(args.model, dtype=args.dtype, attn_implementation=args.attn, device=args.device,
                                   adapter=args.adapter)

@@ -1,5 +1,5 @@
 """OpenAI-compatible HTTP server with MAS prefill: ``/v1/chat/completions`` (streaming and not), ``/v1/models``,
-``/health``.
+``/health``, and a playground page at ``/`` (``segmask.serve.playground``).
 
 System, developer, user and tool messages are prefilled as bidirectional segments (``segmask.core.chat.encode_chat``);
 the generation header and the answer are causal. Requests go through one ``Batcher`` queue, so concurrent clients
@@ -8,7 +8,7 @@ answer with OpenAI-style 4xx JSON errors: ``{"error": {"message", "type", "param
 never gets a 5xx. Parsing the body, rendering the chat template and tokenizing run in a worker thread, so the event
 loop (and ``/health``) stays responsive while a large request is prepared.
 
-    >>> app = create_app(model, tokenizer, ServeConfig(model_name="smollm2-135m-instruct"))
+    >>> app = create_app(model, tokenizer, ServeConfig(model_name="smollm2-135m-mas"))
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)      # or: segmask serve --port 8000
 
 Then any OpenAI client works: ``OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="-")``.
@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.chat import chat_example
+from ..core.runs import CAUSAL
 from ..core.segments import Example
 from ..generation.prefix_cache import PrefixCache
 from ..hf.hook import enable
 from .batcher import Batcher, QueueFull
+from .playground import add_playground
 from .response import Job, TokenText
 from .schema import ApiError, ChatParams, parse_request, show
 
@@ -60,6 +62,9 @@ class ServeConfig:
         "help": "bodies up to this size are prepared on their own thread, never behind a large one"})
     disconnect_poll_s: float = field(default=0.2, metadata={
         "help": "how often a non-streaming request checks that its client is still connected (gone: row cancelled)"})
+    model_path: str | None = field(default=None, metadata={"help": "what the model was loaded from (--model), "
+                                                                      "named by the playground; None: model_name"})
+    adapter: str | None = field(default=None, metadata={"help": "LoRA adapter loaded on top, named by the playground"})
 
     def __post_init__(self):
         for name in ("max_prompt_tokens", "max_tokens", "default_max_tokens", "max_body_bytes", "max_batch_size",
@@ -109,6 +114,7 @@ def create_app(model: Any, tokenizer: Any, config: ServeConfig):
     app.state.completer = Completer(model, tokenizer, config, batcher, prompts)
     _add_error_handlers(app)
     _add_routes(app, config, batcher, app.state.completer)
+    add_playground(app, tokenizer, config, app.state.completer)
     return app
 
 
@@ -138,36 +144,36 @@ class Completer:
         """Parse and check the request and tokenize its prompt; ``ApiError`` (400) for what the server refuses."""
         config = self.config
         params = parse_request(body, config)
-        try:
-            example = prompt_example(self.tokenizer, params.messages)
-        except ValueError as err:
-            raise ApiError(400, str(err), param="messages") from None
+        example = self.example(params.messages)
         n_prompt = len(example.input_ids)
-        if n_prompt > config.max_prompt_tokens:
-            raise ApiError(400, f"prompt has {n_prompt} tokens, more than the limit {config.max_prompt_tokens}",
-                           param="messages", code="context_length_exceeded")
         if self.max_positions is not None and n_prompt + params.max_tokens > self.max_positions:
             raise ApiError(400, f"prompt ({n_prompt} tokens) + max_tokens ({params.max_tokens}) exceeds the "
                            f"model's context of {self.max_positions}", param="max_tokens",
                            code="context_length_exceeded")
         return params, example
 
+    def example(self, messages: list[dict]) -> Example:  # prompt thread
+        """The prompt's tokens and segments (``prompt_example``); ``ApiError`` (400) when the chat template refuses
+        the conversation or the prompt is longer than ``max_prompt_tokens``."""
+        try:
+            example = prompt_example(self.tokenizer, messages)
+        except ValueError as err:
+            raise ApiError(400, str(err), param="messages") from None
+        n_prompt, limit = len(example.input_ids), self.config.max_prompt_tokens
+        if n_prompt > limit:
+            raise ApiError(400, f"prompt has {n_prompt} tokens, more than the limit {limit}", param="messages",
+                           code="context_length_exceeded")
+        return example
+
     async def __call__(self, request: Any) -> Any:
         """The response to one request: a completion object, or a ``StreamingResponse`` of server-sent events."""
         from fastapi.responses import StreamingResponse
 
         config, loop = self.config, asyncio.get_running_loop()
-        body = await _read_body(request, config.max_body_bytes, config.body_timeout_s)
-        if self.preparing + self.batcher.pending() >= config.max_queue:
-            raise ApiError(503, f"server busy: {config.max_queue} requests are already waiting", code="server_busy")
-        self.preparing += 1
-        try:
-            lane = "small" if len(body) <= config.small_body_bytes else "large"
-            params, example = await loop.run_in_executor(self.prompts[lane], self.prepare, body)
-        finally:
-            self.preparing -= 1
+        params, example = await self.prepared(request, self.prepare)
+        causal = params.mask == "causal"  # a per-request causal prefill: no token in a segment
         job = Job(self.tokenizer, params, loop, self.token_text)
-        gen = job.request(example.input_ids, example.segment_ids)
+        gen = job.request(example.input_ids, [CAUSAL] * len(example.input_ids) if causal else example.segment_ids)
         try:
             self.batcher.submit(gen)
         except QueueFull as err:
@@ -180,6 +186,20 @@ class Completer:
             return StreamingResponse(job.sse(head, usage), media_type="text/event-stream")
         choice = await self.wait_connected(request, job)
         return {**head, "object": "chat.completion", "usage": usage(), "choices": [choice]}
+
+    async def prepared(self, request: Any, prepare: Any) -> Any:
+        """``prepare(body)`` run in a prompt thread on the request's body, read within the server's limits (size,
+        time, waiting requests)."""
+        config = self.config
+        body = await _read_body(request, config.max_body_bytes, config.body_timeout_s)
+        if self.preparing + self.batcher.pending() >= config.max_queue:
+            raise ApiError(503, f"server busy: {config.max_queue} requests are already waiting", code="server_busy")
+        self.preparing += 1
+        try:
+            lane = "small" if len(body) <= config.small_body_bytes else "large"
+            return await asyncio.get_running_loop().run_in_executor(self.prompts[lane], prepare, body)
+        finally:
+            self.preparing -= 1
 
     async def wait_connected(self, request: Any, job: Job) -> dict:
         """``job.choice()``, cancelling the row (it stops at its next token) when the client goes away first."""

@@ -30,7 +30,8 @@ NEUTRAL: dict[str, tuple] = {
     "web_search_options": (),
 }
 IMPLEMENTED = ("model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
-               "stream_options", "stop", "seed", "logprobs", "top_logprobs")
+               "stream_options", "stop", "seed", "logprobs", "top_logprobs", "mask")
+MASKS = ("mas", "causal")  # the prefill a request may ask for with "mask" (segmask's own field; default: the server's)
 MESSAGE_KEYS = ("role", "content", "name", "tool_call_id", "refusal", "annotations")  # name etc.: not rendered
 MESSAGE_REFUSED = ("tool_calls", "function_call", "audio")
 
@@ -69,6 +70,7 @@ class ChatParams:
     stop: list[str]
     seed: int | None
     logprobs: int | None = None
+    mask: str = "mas"
 
 
 def parse_request(body: bytes, config: Any) -> ChatParams:
@@ -77,13 +79,7 @@ def parse_request(body: bytes, config: Any) -> ChatParams:
 
     Raises ``ApiError`` (400, or 404 for an unknown model) naming the offending field.
     """
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as err:  # JSONDecodeError, bad UTF-8, integers beyond 4300 digits, nesting
-        raise ApiError(400, f"request body is not valid JSON: {type(err).__name__}: {str(err)[:200]}",
-                       code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, f"request body must be a JSON object, got {type(data).__name__}")
+    data = load_object(body)
     _check_parameters(data)
     model = data.get("model")
     if not isinstance(model, str):
@@ -116,7 +112,37 @@ def parse_request(body: bytes, config: Any) -> ChatParams:
         raise ApiError(400, f"'seed' must be an integer in [0, 2**64), got {show(seed)}", param="seed")
     return ChatParams(_messages(data.get("messages"), config.max_messages), max_tokens,
                       0.0 if temperature < MIN_TEMPERATURE else temperature, top_p, stream, include_usage,
-                      _stop(_get(data, "stop")), seed, _logprobs(data))
+                      _stop(_get(data, "stop")), seed, _logprobs(data), _mask(data, config))
+
+
+def load_object(body: bytes) -> dict:
+    """The request body as a JSON object; ``ApiError`` (400) for anything else."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, bad UTF-8, integers beyond 4300 digits, nesting
+        raise ApiError(400, f"request body is not valid JSON: {type(err).__name__}: {str(err)[:200]}",
+                       code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"request body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_messages(data: dict, config: Any) -> list[dict]:
+    """``data["messages"]`` checked as for a chat completion (at most ``config.max_messages``)."""
+    return _messages(data.get("messages"), config.max_messages)
+
+
+def _mask(data: dict, config: Any) -> str:
+    """The prefill this request asks for: ``"mas"`` or ``"causal"``; the server's own when left out. A causal server
+    (``mas`` False: the model was not loaded for MAS, nor its hooks enabled) refuses ``"mas"``."""
+    server = "mas" if getattr(config, "mas", True) else "causal"
+    mask = _get(data, "mask", server)
+    if not isinstance(mask, str) or mask not in MASKS:
+        raise ApiError(400, f"'mask' must be one of {MASKS}, got {show(mask)}", param="mask")
+    if mask == "mas" and server == "causal":
+        raise ApiError(400, "'mask': 'mas' is not available: this server prefills causally (segmask serve "
+                       "--causal); only 'causal' is", param="mask", code="unsupported_parameter")
+    return mask
 
 
 def _check_parameters(data: dict) -> None:
