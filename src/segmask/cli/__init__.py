@@ -36,15 +36,20 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return its exit code."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``segmask`` parser with every subcommand (parsing runs nothing: ``args.run(args)`` does)."""
     parser = argparse.ArgumentParser(prog="segmask", description="Masked Attention by Segment (MAS) for causal LMs")
     parser.add_argument("--verbose", action="store_true",
                         help="show the libraries' progress bars (weight loading) and warnings")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in COMMANDS.items():
         importlib.import_module(module).add_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand and return its exit code."""
+    args = build_parser().parse_args(argv)
     if not args.verbose:
         quiet_libraries()
     try:

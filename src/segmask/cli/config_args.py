@@ -71,7 +71,7 @@ def _add_field(parser: argparse.ArgumentParser, cls: type, f: dataclasses.Field,
             raise TypeError(f"{cls.__name__}.{f.name}: no flag for type {kind!r}")
         if scale is not None:
             base, default = "float", default * scale
-        suffix = "" if required or default is None or choices else f" (default {default:g})" if scale else \
+        suffix = "" if required or default is None else f" (default {default:g})" if scale else \
             f" (default {default})"
         parser.add_argument(_flag(name), dest=name, type=_SCALARS[base], required=required, choices=choices,
                             default=None if required else default, help=help_ + suffix)

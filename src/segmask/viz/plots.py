@@ -79,7 +79,22 @@ def _panel(ax, image: torch.Tensor, segment_ids: torch.Tensor, title: str, cmap:
     ax.set_xlabel("key", fontsize=8)
     ax.set_ylabel("query", fontsize=8)
     ax.tick_params(labelsize=6)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # token positions: whole numbers only
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return shown
+
+
+def _mask_legend(fig: Any) -> None:
+    """The key of the mask panels: black = may attend, white = masked, red lines = segment boundaries."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor="black", edgecolor="grey", label="may attend"),
+               Patch(facecolor="white", edgecolor="grey", label="masked"),
+               Line2D([], [], color="tab:red", lw=1.2, label="segment boundary")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
 
 
 def mask_and_attention_figure(tokenizer: Any, batch: Mapping[str, torch.Tensor],
@@ -115,8 +130,9 @@ def mask_and_attention_figure(tokenizer: Any, batch: Mapping[str, torch.Tensor],
             fig.colorbar(shown, ax=list(axes[r]), shrink=0.8, label="attention (heads averaged)")
         else:
             for c, name in enumerate(modes):
-                _panel(axes[0][c], masks[name].float(), segs, f"{name} mask (black: may attend)", "Greys")
+                _panel(axes[0][c], masks[name].float(), segs, f"{name} mask", "Greys")
+    _mask_legend(fig)
     n_seg = int(segs.max()) + 1
-    fig.suptitle(f"{segs.numel()} tokens, {n_seg} segment{'s' * (n_seg != 1)}; red lines: segment boundaries",
+    fig.suptitle(f"{segs.numel()} tokens, {n_seg} segment{'s' * (n_seg != 1)} (rows: queries, columns: keys)",
                  fontsize=10)
     return fig
