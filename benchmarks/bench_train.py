@@ -26,8 +26,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (attention_flops, causal_pairs, interleaved, linear_flops, machine, mas_pairs, mmm,  # noqa: E402
-                     smollm2_shaped, write_section)
+from _common import (  # noqa: E402
+    attention_flops,
+    causal_pairs,
+    interleaved,
+    linear_flops,
+    machine,
+    mas_pairs,
+    mmm,
+    smollm2_shaped,
+    write_section,
+)
 
 
 def train_batch(batch: int, length: int, vocab: int) -> tuple[list[int], dict[str, torch.Tensor]]:

@@ -57,10 +57,11 @@ def params(mas: bool, steps: int, **kw):
 
 def part_equality() -> dict:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    from vllm import LLM
+
     import segmask
     from segmask.vllm import find_segments
     from segmask.vllm.reference import reference_greedy
-    from vllm import LLM
 
     llm = LLM(model_dir(), dtype="float32", enforce_eager=True, max_model_len=1024, seed=0,
               distributed_executor_backend="uni", enable_prefix_caching=True, enable_chunked_prefill=True,
@@ -175,8 +176,9 @@ def burst(url: str, model: str, clients: int, max_tokens: int) -> dict:
 
 def served_answers(urls: dict[str, str], name: str, steps: int = 12) -> dict[str, bool]:
     """Whether each server's greedy answer to one chat equals the reference's MAS answer (decoded text)."""
-    import segmask
     from openai import OpenAI
+
+    import segmask
     from segmask.vllm import find_segments
     from segmask.vllm.reference import reference_greedy
 

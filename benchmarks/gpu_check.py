@@ -222,11 +222,11 @@ def speed(results: dict) -> None:
                             seed=2)
             causal = {k: v for k, v in batch.items() if k != "segment_ids"}
             with torch.no_grad():
-                t_mas = timed(lambda: model(**batch, logits_to_keep=1))
-                t_causal = timed(lambda: model(**causal, logits_to_keep=1))
+                t_mas = timed(lambda m=model, b=batch: m(**b, logits_to_keep=1))
+                t_causal = timed(lambda m=model, b=causal: m(**b, logits_to_keep=1))
             gen = dict(max_new_tokens=64, do_sample=False, eos_token_id=None, pad_token_id=0)
-            g_mas = timed(lambda: segmask.generate(model, batch, **gen), reps=3)
-            g_causal = timed(lambda: segmask.generate(model, causal, **gen), reps=3)
+            g_mas = timed(lambda m=model, b=batch, g=gen: segmask.generate(m, b, **g), reps=3)
+            g_causal = timed(lambda m=model, b=causal, g=gen: segmask.generate(m, b, **g), reps=3)
             entry = {"prefill_s_mas": t_mas, "prefill_s_causal": t_causal, "prefill_ratio": t_mas / t_causal,
                      "prefill_tokens_per_s_mas": batch["input_ids"].numel() / t_mas,
                      "generate_s_mas": g_mas, "generate_s_causal": g_causal, "generate_ratio": g_mas / g_causal}

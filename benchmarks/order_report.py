@@ -85,16 +85,18 @@ def picks(run: dict) -> str:
     return " ".join(f"{k} {v}" for k, v in sorted(count.items())) + mark
 
 
-def prefill_cost(task: str, data_dir: Path, layouts: list[str], n: int = 48, reps: int = 3) -> list[str]:
+def prefill_cost(task: str, data_dir: Path, layouts: list[str], n: int = 48,
+                 reps: int = 3) -> tuple[list[str], dict[str, tuple[float, float]]]:
     """Mean prompt tokens per mask and layout, and the prefill time of MAS, causal and repeat measured side by side
-    (interleaved, best of ``reps``) on ``n`` test prompts of the hard layouts, batch 8, one model."""
+    (interleaved, best of ``reps``) on ``n`` test prompts of the hard layouts, batch 8, one model. Returns the table's
+    lines and per layout (MAS / repeat tokens, MAS / repeat time)."""
     import torch
 
+    from segmask.core.segments import collate
     from segmask.eval.prompts import prompt_example
     from segmask.eval.tasks import get_task, load_records
     from segmask.hf.hook import enable
     from segmask.hf.models import load_model
-    from segmask.core.segments import collate
 
     model, tok = load_model("smollm2-135m-instruct")
     enable(model)
@@ -102,6 +104,7 @@ def prefill_cost(task: str, data_dir: Path, layouts: list[str], n: int = 48, rep
     lines = ["| layout | MAS tokens | causal tokens | repeat tokens | MAS s | causal s | repeat s "
              "| MAS / repeat time |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    ratios = {}
     for layout in layouts:
         examples = {m: [prompt_example(tok, r, mask=m, layout=layout) for r in records]
                     for m in ("mas", "causal", "causal-repeat")}
@@ -120,7 +123,8 @@ def prefill_cost(task: str, data_dir: Path, layouts: list[str], n: int = 48, rep
         lines.append(f"| {layout} | {tokens['mas']:.0f} | {tokens['causal']:.0f} | {tokens['causal-repeat']:.0f} | "
                      f"{best['mas']:.2f} | {best['causal']:.2f} | {best['causal-repeat']:.2f} | "
                      f"{best['mas'] / best['causal-repeat']:.2f} |")
-    return lines
+        ratios[layout] = (tokens["mas"] / tokens["causal-repeat"], best["mas"] / best["causal-repeat"])
+    return lines, ratios
 
 
 def write_report(a) -> None:
@@ -137,7 +141,7 @@ def write_report(a) -> None:
            "heading), every one of the "
            f"{a.test_n} test records evaluated in every layout with {scoring}. Easy layout: `{easy}`; hard: "
            + ", ".join(f"`{h}`" for h in hard) + " (c context, q question, o options).", ""]
-    verdict_rows = []
+    verdict_rows, repeat_rows = [], []
     for regime in a.regimes.split(","):
         trained_on, rows = regime_spec(a, regime)
         out += [f"## Regime `{regime}`: trained on layouts {trained_on}, {rows} rows per arm ({rows // 8} steps)", "",
@@ -180,6 +184,8 @@ def write_report(a) -> None:
                                f"{signed(res['high'])}] | {res['p']:.2g} | {100 * res['mde']:.1f} |")
                     if (a_arm, b_arm) == ("causal", "mas-ready") and lay in hard:
                         verdict_rows.append((regime, lay, res, runs))
+                    if (a_arm, b_arm) == ("repeat", "mas-ready") and lay in hard:
+                        repeat_rows.append((regime, lay, res))
         out += ["", "What each condition picks (seed by seed; gold answers are uniform over the four labels):", ""]
         for arm in arms:
             for i, seed in enumerate(seeds):
@@ -188,18 +194,18 @@ def write_report(a) -> None:
                     if run:
                         out.append(f"- {arm} s{seed} {lay}: {picks(run)}")
         out.append("")
-    out += verdict(a, verdict_rows, easy, seeds)
+    cost_lines, ratios = [], {}
+    if getattr(a, "cost", True) and (Path(a.out) / "data" / a.task / "test.json").exists():
+        cost_lines, ratios = prefill_cost(a.task, Path(a.out) / "data", hard)
+    out += verdict(a, verdict_rows, easy, seeds, repeat_rows, ratios)
     notes = Path(__file__).resolve().parent / f"order_reading_{t}.md"
     if notes.exists():
         out += ["## Reading", "", notes.read_text().strip(), ""]
-    if getattr(a, "cost", True):
-        data_dir = Path(a.out) / "data"
-        if (data_dir / a.task / "test.json").exists():
-            out += ["## Prefill cost", "",
-                    "Mean prompt tokens and the prefill time of 48 test prompts (batch 8, best of 3, interleaved, one "
-                    "process, SmolLM2-135M, sdpa, this CPU); repetition reads the question part twice.", ""]
-            out += prefill_cost(a.task, data_dir, hard)
-            out.append("")
+    if cost_lines:
+        out += ["## Prefill cost", "",
+                "Mean prompt tokens and the prefill time of 48 test prompts (batch 8, best of 3, interleaved, one "
+                "process, SmolLM2-135M, sdpa, this CPU); repetition sends the user message twice.", ""]
+        out += cost_lines + [""]
     out += ["## Earlier studies", "",
             "- [RESULTS-commonsense.md](RESULTS-commonsense.md): the paper's comparison on the commonsense tasks "
             "(LoRA under MAS vs causal, SmolLM2-135M, 6,189 test examples, 2 seeds): MAS − causal +0.6 pp, within "
@@ -213,14 +219,16 @@ def write_report(a) -> None:
     print(f"wrote {a.doc}")
 
 
-def verdict(a, rows, easy: str, seeds: list[str]) -> list[str]:
-    """The goal, checked on every hard layout and regime that finished."""
+def verdict(a, rows, easy: str, seeds: list[str], repeat_rows=(), ratios=None) -> list[str]:
+    """The goal, checked on every hard layout and regime that finished: the accuracy part against causal, then the
+    part against prompt repetition (MAS-ready's accuracy matches or beats it, i.e. the CI of MAS − repeat reaches 0
+    or above, at ≤ 55% of its prefill cost, judged by prompt tokens and measured time)."""
     lines = ["## The goal", "",
              f"On a hard layout: MAS-ready beats causal by ≥ {100 * GOAL['diff']:.0f} pp with a 95% CI above 0, both "
              f"≥ {100 * GOAL['above_chance']:.0f} pp above chance, and MAS's order gap ≤ 1/3 of causal's.", ""]
     met = False
     for regime, lay, res, runs in rows:
-        def mean_acc(arm, layout):
+        def mean_acc(arm, layout, runs=runs):
             vals = [acc(r[layout]) for r in runs[arm] if r and r.get(layout)]
             return sum(vals) / len(vals) if vals else None
         gaps = {arm: (mean_acc(arm, lay) - mean_acc(arm, easy))
@@ -240,4 +248,21 @@ def verdict(a, rows, easy: str, seeds: list[str]) -> list[str]:
     lines += ["", f"**Accuracy part of the goal {'met' if met else 'not met'}** on the runs above"
               + ("" if len(seeds) and all(r[2]['seeds'] == len(seeds) for r in rows) else
                  " (not every seed has finished)") + ".", ""]
+    if not repeat_rows:
+        return lines
+    ratios = ratios or {}
+    lines += [f"Against prompt repetition: MAS-ready's accuracy matches or beats repetition's (95% CI of MAS − "
+              f"repeat reaching 0 or above) at ≤ {100 * GOAL['cost_ratio']:.0f}% of its prefill cost.", ""]
+    met_repeat = False
+    for regime, lay, res in repeat_rows:
+        ok_acc = res["high"] >= 0
+        tok, sec = ratios.get(lay, (None, None))
+        ok_cost = tok is not None and max(tok, sec) <= GOAL["cost_ratio"]
+        cost = "not measured (--no-cost)" if tok is None else f"tokens {tok:.2f}, time {sec:.2f} of repetition's"
+        met_repeat |= ok_acc and ok_cost
+        lines.append(f"- `{regime}`, layout `{lay}` ({res['seeds']} seed(s)): MAS-ready − repeat "
+                     f"{signed(res['diff'])} pp [{signed(res['low'])}, {signed(res['high'])}] "
+                     f"({'yes' if ok_acc else 'no'}); MAS prefill cost {cost} "
+                     f"({'yes' if ok_cost else 'no' if tok is not None else '–'})")
+    lines += ["", f"**Repetition part of the goal {'met' if met_repeat else 'not met'}** on the runs above.", ""]
     return lines

@@ -79,7 +79,7 @@ class Chromium:
         if self.executable is None:
             raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         self.profile = tempfile.TemporaryDirectory(prefix="segmask-chromium-")
         to_browser, self._write = os.pipe()  # the browser reads commands on fd 3 ...
         self._read, from_browser = os.pipe()  # ... and writes answers and events on fd 4

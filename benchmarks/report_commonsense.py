@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from reproduce_commonsense import TASKS, jobs, merge_parts, selected
+
 from segmask.eval import compare_rows, format_picks, load_run, mcnemar_exact, paired_bootstrap
 from segmask.eval.run import summarize
 

@@ -326,7 +326,7 @@ def run_jobs(args, queue: list[Job]) -> dict[str, float]:
             raise SystemExit(f"blocked: {[j.name for j in pending]} need jobs that did not finish")
         time.sleep(10)
         keep_snapshots(args)
-        for name, (job, proc, start) in list(running.items()):
+        for name, (_job, proc, start) in list(running.items()):
             if proc.poll() is not None:
                 walls[name] = time.time() - start
                 del running[name]

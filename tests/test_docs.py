@@ -26,13 +26,22 @@ import importlib.util
 import io
 import runpy
 import sys
-import tomllib
 from functools import cache
 
 import pytest
+import tomllib
 
-from tests.doc_snippets import NEEDS, ROOT, all_docs, broken_link, links, make_targets, segmask_argv, \
-    shell_commands, snippets
+from tests.doc_snippets import (
+    NEEDS,
+    ROOT,
+    all_docs,
+    broken_link,
+    links,
+    make_targets,
+    segmask_argv,
+    shell_commands,
+    snippets,
+)
 
 OTHER_PROGRAMS = {"cd", "source", "export", "echo", "ls", "cat", "curl", "git", "nvidia-smi"}
 MARKED = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from segmask.cli import main
@@ -19,7 +21,7 @@ def test_show_prints_segments_and_mask(smollm2, capsys):
 @pytest.mark.slow
 @pytest.mark.real_model
 def test_demo_answers_with_the_adapted_model_and_the_original(smollm2, capsys):
-    """The mask, then the order study's adapters (part 2), the shipped MAS-ready model under MAS next to the original
+    """The mask, then the order study's adapters: causal, MAS, repetition (part 2), the shipped MAS-ready model under MAS next to the original
     under causal prefill with the untuned MAS answer once (part 3), and a question scored by option text (part 4);
     tests run from the repository root."""
     assert main(["demo", "--max-new-tokens", "4"]) == 0
@@ -30,6 +32,9 @@ def test_demo_answers_with_the_adapted_model_and_the_original(smollm2, capsys):
     assert "'#' = may attend" in head
     assert order.count("(causal prefill, tuned on facts-first prompts) -> ") == 1
     assert order.count("(MAS prefill, tuned on facts-first prompts) -> ") == 1
+    assert order.count("(causal, prompt sent twice, tuned on facts-first prompts) -> ") == 1
+    assert re.search(r"qoc \(question, options, facts last: never trained\): causal \d+/40 +MAS \d+/40 +repeat \d+/40",
+                     order)
     assert "cqo (facts, question, options: as trained): causal " in order
     assert "qoc (question, options, facts last: never trained): causal " in order
     assert chat.count("MAS, adapted -> ") == 3 and chat.count("causal, original -> ") == 3

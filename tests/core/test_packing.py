@@ -13,7 +13,7 @@ import torch
 import segmask
 from segmask.core.masks import document_ids, packed_segment_mask, segment_mask
 from segmask.core.packing import PackedCollator, PackedDataset, collate_packed, pack, unique_segment_ids
-from segmask.core.segments import Example, IGNORE_INDEX, collate, position_ids_from_attention_mask
+from segmask.core.segments import IGNORE_INDEX, Example, collate, position_ids_from_attention_mask
 
 from ..hf_models import VOCAB, reference_logits, tiny_model
 

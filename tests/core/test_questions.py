@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from segmask.eval.tasks import TASKS, available_tasks
 from segmask.core.questions import answer_label, parse_question, rewrite_record
+from segmask.eval.tasks import TASKS, available_tasks
 
 ARC = ("Please choose the correct answer to the question: Which factor will most likely cause a fever?\n\n"
        "Answer1: a leg muscle relaxing Answer2: a bacterial population in the bloodstream Answer3: rain\n\n"

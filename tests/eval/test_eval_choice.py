@@ -11,13 +11,13 @@ import pytest
 import torch
 
 import segmask
+from segmask.core.masks import segment_mask
+from segmask.core.segments import Piece
+from segmask.core.templates import COMMONSENSE_SYSTEM
 from segmask.eval import evaluate, format_picks
 from segmask.eval.choice import choice_request
 from segmask.eval.prompts import mask_pieces
 from segmask.eval.scoring import loglik_scores
-from segmask.core.masks import segment_mask
-from segmask.core.segments import Piece
-from segmask.core.templates import COMMONSENSE_SYSTEM
 
 ARC = {"instruction": "Please choose the correct answer to the question: Where do fish live?\n\nAnswer1: in trees "
                       "Answer2: in water Answer3: in the sky\n\nAnswer format: answer1/answer2/answer3",

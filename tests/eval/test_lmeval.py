@@ -195,8 +195,8 @@ def test_loglikelihood_equals_segmask_eval_scoring(env, segments):
     from lm_eval.api.instance import Instance
 
     from segmask import disable
-    from segmask.eval.scoring import loglik_scores
     from segmask.eval.lmeval import SegmaskLM
+    from segmask.eval.scoring import loglik_scores
 
     _, _, model, tokenizer = env
     context = "Q: Is ice cold?\nA: yes\n\nQ: Is fire cold?\nA:"

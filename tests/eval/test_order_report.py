@@ -68,3 +68,15 @@ def test_regimes_name_their_layouts_and_rows():
     assert names[0] == "train-lookup-text-easy1600-causal-s7"
     assert "--max-examples" in (argv := study.plan(study.parse(["--regimes", "easy1600"]))[0].argv)
     assert argv[argv.index("--max-examples") + 1] == "1600"
+
+
+def test_verdict_against_repetition_needs_accuracy_and_cost():
+    args = type("A", (), {})()
+    close = report.pooled([run([1] * 80 + [0] * 20)], [run([1] * 79 + [0] * 21)])  # MAS 1 pp below: CI reaches 0
+    far = report.pooled([run([1] * 100)], [run([1] * 60 + [0] * 40)])  # MAS 40 pp below repetition
+    say = lambda rows, ratios: "\n".join(report.verdict(args, [], "cqo", ["42"], rows, ratios))  # noqa: E731
+    assert "**Repetition part of the goal met**" in say([("easy", "qoc", close)], {"qoc": (0.51, 0.50)})
+    assert "part of the goal not met" in say([("easy", "qoc", close)], {"qoc": (0.51, 0.70)})  # too slow
+    assert "part of the goal not met" in say([("easy", "qoc", far)], {"qoc": (0.51, 0.50)})  # not as accurate
+    text = say([("easy", "qoc", close)], {})
+    assert "not measured" in text and "part of the goal not met" in text

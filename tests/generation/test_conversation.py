@@ -5,7 +5,6 @@ embedded model wheel is absent)."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 

@@ -7,6 +7,7 @@ import torch
 
 import segmask
 from segmask.generation import generate
+
 from ..hf_models import tiny_model
 from ..mas_reference import reference_greedy, tolerance
 

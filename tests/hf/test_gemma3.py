@@ -15,11 +15,11 @@ import pytest
 import torch
 
 import segmask
+from segmask.core.segments import position_ids_from_attention_mask
+from segmask.core.templates import text_prompt_prefix
 from segmask.eval.choice import choice_request
 from segmask.hf.models import load_tokenizer
 from segmask.hf.prefill import mas_prefill
-from segmask.core.segments import position_ids_from_attention_mask
-from segmask.core.templates import text_prompt_prefix
 
 from ..hf_models import loop_mask
 

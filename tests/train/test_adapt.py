@@ -20,7 +20,6 @@ from segmask.train.prompt_pool import CATEGORIES, prompt_pool
 from ..hf_models import tiny_model
 
 
-
 def kl_of(model, tokenizer, records) -> float:
     """Mean full-vocabulary KL(teacher = adapter off, causal || student = as is, MAS) along the records' answers."""
     ds = DistillDataset(tokenizer, records)
@@ -174,8 +173,8 @@ def test_default_model_resolution(tmp_path, monkeypatch):
 def test_init_adapter_is_merged_and_recorded(tmp_path):
     from peft import PeftModel
 
-    from segmask.train.lora import add_lora, save_adapter
     from segmask.hf.models import init_adapter_of, merge_adapter
+    from segmask.train.lora import add_lora, save_adapter
 
     lora = add_lora(tiny_model("llama"))
     for name, param in lora.named_parameters():

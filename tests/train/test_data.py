@@ -11,11 +11,18 @@ import random
 import pytest
 import torch
 
-from segmask.train.data import (SegmentCollator, encode_record, fit_cutoff, load_records, mix, prepare,
-                                record_to_messages)
 from segmask.core.masks import CAUSAL
-from segmask.core.segments import Example, IGNORE_INDEX
+from segmask.core.segments import IGNORE_INDEX, Example
 from segmask.core.templates import COMMONSENSE_SYSTEM, RESPONSE
+from segmask.train.data import (
+    SegmentCollator,
+    encode_record,
+    fit_cutoff,
+    load_records,
+    mix,
+    prepare,
+    record_to_messages,
+)
 
 RECORD = {"instruction": "Please answer the following question with true or false, question: is the sky blue?"
                          "\n\nAnswer format: true/false", "input": "", "output": "the correct answer is true",
@@ -73,7 +80,8 @@ def test_commonsense_labels_cover_only_the_answer(tok):
     ex = encode_record(tok, RECORD, form="commonsense")
     assert labelled_text(tok, ex) == RECORD["output"] + tok.eos_token
     # segments: system sentence = 0, instruction = 1, "### Response:\n" + answer causal
-    text_of = lambda seg: tok.decode([t for t, s in zip(ex.input_ids, ex.segment_ids) if s == seg])
+    def text_of(seg):
+        return tok.decode([t for t, s in zip(ex.input_ids, ex.segment_ids) if s == seg])
     assert text_of(0) == COMMONSENSE_SYSTEM
     assert text_of(1).startswith("### Instruction:\n") and "is the sky blue?" in text_of(1)
     assert text_of(CAUSAL) == RESPONSE + RECORD["output"] + tok.eos_token

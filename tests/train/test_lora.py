@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from segmask import disable, enable
-from segmask.train.lora import LoraSettings, add_lora, save_adapter
 from segmask.core.recipe import load_adapter_config
-
+from segmask.train.lora import LoraSettings, add_lora, save_adapter
 
 VOCAB = 128
 

@@ -11,11 +11,11 @@ import json
 import pytest
 import torch
 
-from segmask.train.data import SegmentCollator, encode_record
-from segmask.train.lora import LoraSettings
 from segmask.core.recipe import load_adapter_config
 from segmask.core.segments import IGNORE_INDEX
 from segmask.train import LOSS_CURVE, TrainConfig, train
+from segmask.train.data import SegmentCollator, encode_record
+from segmask.train.lora import LoraSettings
 
 from ..hf_models import tiny_model
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from segmask.train.lora import LoraSettings
 from segmask.train import LOSS_CURVE, TrainConfig, train
+from segmask.train.lora import LoraSettings
 
 from ..hf_models import tiny_model
 from .test_train import RECORDS

@@ -165,8 +165,9 @@ def test_requests_arriving_mid_decode(vllm_engine, reference_model):
 def test_lora_adapter_equals_segmask_generate(vllm_engine, reference_model):
     """``--enable-lora`` with segmask's MAS chat adapter: MAS switched on by its segmask.json (no request flag),
     the same greedy tokens as ``segmask.generate`` with that adapter."""
-    import segmask
     from vllm.lora.request import LoRARequest
+
+    import segmask
 
     chats = _chats("Adapter", 4)
     outputs = vllm_engine.chat(chats, _params(None, steps=12), lora_request=LoRARequest("mas-chat", 1, str(ADAPTER)),

@@ -10,8 +10,16 @@ from pathlib import Path
 import pytest
 
 from segmask.vllm import MAS_ENV
-from segmask.vllm.route import (VERIFIED_BACKEND_CLS, VERIFIED_RANGE, check_version, front_end_route, refusal,
-                                startup_demand, startup_refusal, worker_problems)
+from segmask.vllm.route import (
+    VERIFIED_BACKEND_CLS,
+    VERIFIED_RANGE,
+    check_version,
+    front_end_route,
+    refusal,
+    startup_demand,
+    startup_refusal,
+    worker_problems,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 VERIFIED = dict(version="0.32.0", platform="cpu", use_mla=False, backend=None, v2_runner=False,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from segmask import encode_chat

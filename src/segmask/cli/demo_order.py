@@ -1,19 +1,22 @@
 """The part of ``segmask demo`` that shows where MAS matters: a prompt whose facts come after the question.
 
-Two adapters from the order study (``benchmarks/order_study.py``, docs/RESULTS.md) answer the same ``lookup``
+Three adapters from the order study (``benchmarks/order_study.py``, docs/RESULTS.md) answer the same ``lookup``
 questions: one LoRA-trained under the causal mask from the published SmolLM2-135M-Instruct, served causally; one
-trained under MAS from the MAS-ready model, served with MAS prefill. Same data, rows, seed and steps, all in one
-layout (``cqo``: facts, question, options). First one hand-written prompt in the layout neither saw in training
-(``qoc``: question, options, facts last), then both adapters on fresh instances drawn now with a seed the study
-never used, in the trained layout and the unseen one. Under the causal mask the question and options are read
-before the facts exist; under MAS the whole user message (one segment) is read at once.
+trained under MAS from the MAS-ready model, served with MAS prefill; one trained and served causally on the user
+message sent twice (prompt repetition, the baseline MAS is measured against). Same data, rows, seed and steps,
+all in one layout (``cqo``: facts, question, options). First one hand-written prompt in a layout none saw in
+training (``qoc``: question, options, facts last), then each adapter on fresh instances drawn now with a seed the
+study never used, in the trained layout and the unseen one. Under the causal mask the question and options are read
+before the facts exist; under MAS the whole user message (one segment) is read at once; with repetition the
+second copy is read after the first copy's facts, at twice the prompt tokens.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-ADAPTERS = {"causal": "order-lookup-text-easy-causal-s42", "MAS": "order-lookup-text-easy-mas-ready-s42"}
+ADAPTERS = {"causal": "order-lookup-text-easy-causal-s42", "MAS": "order-lookup-text-easy-mas-ready-s42",
+            "repeat": "order-lookup-text-easy-repeat-s42"}
 """Shipped adapters (``adapters/``) of the study's seed-42 arms trained on the easy layout only (``cqo``)."""
 TRAINED, UNSEEN = "cqo", "qoc"
 EXAMPLE = {  # written for the demo (not drawn from the study's data)
@@ -66,8 +69,8 @@ def run_order_part(args: Any) -> None:
         with torch.no_grad():
             row = picks(model, tokenizer, mask, [example], UNSEEN)[0]
             scores[name] = {layout: picks(model, tokenizer, mask, fresh, layout) for layout in (TRAINED, UNSEEN)}
-        prefill = "MAS" if mask == "mas" else mask
-        print(f"  {name:>6} ({prefill} prefill, tuned on facts-first prompts) -> {row['picked']}"
+        prefill = {"mas": "MAS prefill", "causal": "causal prefill"}.get(mask, "causal, prompt sent twice")
+        print(f"  {name:>6} ({prefill}, tuned on facts-first prompts) -> {row['picked']}"
               f"{'  right' if row['correct'] else '  wrong'}")
         del model
     print(f"\n{FRESH_N} fresh questions drawn now (seed {FRESH_SEED}), right answers of each adapter:")
@@ -75,4 +78,5 @@ def run_order_part(args: Any) -> None:
                          (UNSEEN, "question, options, facts last: never trained")):
         line = "   ".join(f"{name} {sum(r['correct'] for r in scores[name][layout])}/{FRESH_N}" for name in ADAPTERS)
         print(f"  {layout} ({what}): {line}")
-    print("(Measured on the study's 600 test questions per layout, two training seeds: docs/RESULTS.md.)\n")
+    print("(Measured on the study's 600 test questions per layout, two training seeds: docs/RESULTS.md. Repetition\n"
+          " reads twice the prompt tokens; MAS reads the prompt once.)\n")

@@ -12,7 +12,6 @@ import argparse
 from . import add_model_args, chosen_mask, chosen_model
 from .config_args import add_config_args, config_from_namespace
 
-
 UNITS = {"batch_wait_s": ("batch_wait_ms", 1000), "prefix_cache_bytes": ("prefix_cache_mb", 2**-20)}
 """Server options shown in friendlier units: milliseconds and MiB."""
 

@@ -19,7 +19,8 @@ prompt follows it (what a server continuing the chat needs).
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .segments import Batch, Example, Piece, collate, encode_pieces, pad_token_id
 

@@ -20,7 +20,8 @@ This module imports nothing from transformers; ``segmask.hf`` turns these pieces
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

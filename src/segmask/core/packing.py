@@ -23,8 +23,8 @@ mask. Call it with ``use_cache=False`` (as training does): transformers detects 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 

@@ -28,8 +28,9 @@ boolq has no options block: its options are the words ``true`` and ``false``, so
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 from .templates import ANSWER_LEAD
 

@@ -11,7 +11,8 @@ tokens (-1). Two neighbouring positions lie in the same *segment* when they hold
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 

@@ -14,8 +14,9 @@ Segment ids count from 0 within each sample, in order; -1 marks causal tokens an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -58,7 +59,7 @@ class Batch(dict):
     Pass it straight to a segmask-enabled model: ``model(**batch)`` or ``model.generate(**batch, ...)``.
     """
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         """Move every tensor to ``device``; returns self."""
         for key, value in self.items():
             if isinstance(value, torch.Tensor):

@@ -10,7 +10,8 @@ options, plus ``### Input:`` when present), and a causal ``### Response:`` tail 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .recipe import EVAL_MASKS, check_choice
 from .segments import Example, Piece, encode_pieces

@@ -27,15 +27,15 @@ exactly these continuations ("the correct answer is {option}", or winogrande's f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..core.questions import Question, normalize_layout, parse_question
 from ..core.recipe import CHOICE_PROMPT_FORMS
 from ..core.segments import Example, Piece
 from ..core.templates import ANSWER_LEAD, QA_ANSWER, QA_QUESTION
 from .prompts import continuation_ids, mask_pieces, prompt_pieces, prompt_prefix
-
 
 
 @dataclass

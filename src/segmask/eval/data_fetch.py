@@ -28,9 +28,9 @@ import os
 import secrets
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..core.files import parse_json, read_json
 from .tasks import COMMONSENSE_TASKS, TASKS, Task, data_home

@@ -11,7 +11,8 @@ the prompt's segments (the question part) twice, causally, before the causal tai
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..core.chat import chat_pieces
 from ..core.masks import CAUSAL

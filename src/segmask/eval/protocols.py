@@ -16,7 +16,8 @@ the option picked), so a reader can check what the model actually chose.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .choice import choice_request
 from .prompts import loglik_request, prompt_example

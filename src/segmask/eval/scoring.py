@@ -26,13 +26,15 @@ tasks offer labels of equal length (``answer1``..``answer5``), so acc_norm diffe
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from ..core.masks import CAUSAL
 from ..core.segments import Example, collate, pad_token_id, position_ids_from_attention_mask
 from ..hf.backend import cache_kwarg
+
 
 def _batches(examples: Sequence[Example], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first), to waste little on padding."""

@@ -12,7 +12,7 @@ Pure Python and numpy; no scipy needed at run time (tests check against scipy wh
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

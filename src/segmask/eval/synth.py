@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..core.questions import STRUCTURED_INTRO, structured_instruction
 from ..core.templates import ANSWER_LEAD

@@ -19,8 +19,9 @@ Shapes in the notation of ``segmask.core`` (B rows, T padded prompt length, P ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

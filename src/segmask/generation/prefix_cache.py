@@ -20,8 +20,9 @@ import hashlib
 import json
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ from ..core.runs import CAUSAL, segment_runs
 from ..core.segments import Batch
 from ..hf.backend import layer_kinds, output_cache, unwrap
 
-_TOKENIZER_DIGESTS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+_TOKENIZER_DIGESTS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -145,7 +146,7 @@ class PrefixCache:
         self.misses = 0
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, tokenizer: Any = None, **kwargs: Any) -> "PrefixCache | None":
+    def for_model(cls, model: torch.nn.Module, tokenizer: Any = None, **kwargs: Any) -> PrefixCache | None:
         """A cache for ``model``, or None when it has sliding-window layers (they keep no full prefix)."""
         return None if "sliding_attention" in layer_kinds(unwrap(model).config) else cls(model, tokenizer, **kwargs)
 

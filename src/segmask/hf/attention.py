@@ -10,8 +10,14 @@ from typing import Any
 
 import torch
 
-from ..core.masks import (packed_document_ids, pad_segment_ids, same_document_mod, same_segment_mod,
-                          segment_mask_rows, window_mod)
+from ..core.masks import (
+    packed_document_ids,
+    pad_segment_ids,
+    same_document_mod,
+    same_segment_mod,
+    segment_mask_rows,
+    window_mod,
+)
 from .backend import cache_param, check_backend, layer_kinds, past_length
 
 

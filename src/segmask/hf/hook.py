@@ -17,8 +17,7 @@ import inspect
 
 import torch
 
-from ..core.masks import (as_segment_ids, pad_segment_ids, renumber_segments, validate_documents,
-                          validate_segment_ids)
+from ..core.masks import as_segment_ids, pad_segment_ids, renumber_segments, validate_documents, validate_segment_ids
 from ..core.runs import CAUSAL, check_whole_segments
 from . import generate
 from .attention import build_mas_masks, packed_documents

@@ -49,7 +49,7 @@ class Batcher(DecodeLoop):
         self.cache_stats: dict[str, int] | None = None if self.prefix_cache is None else {
             "entries": 0, "bytes": 0, "hits": 0, "misses": 0}
 
-    def start(self) -> "Batcher":
+    def start(self) -> Batcher:
         """Start the worker thread (idempotent); returns self."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="segmask-batcher", daemon=True)

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..core.chat import chat_example
 from ..core.masks import CAUSAL
@@ -39,6 +40,7 @@ from ..core.questions import ANSWER_FORMS, layout_mix, normalize_layout, rewrite
 from ..core.recipe import PROMPT_FORMS
 from ..core.segments import IGNORE_INDEX, Batch, Example, collate
 from ..core.templates import encode_commonsense
+
 
 def load_records(path: str | Path) -> list[dict]:
     """Read rows from a ``.json`` list, a ``.jsonl`` file, or a folder.

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..core.packing import PackedCollator, PackedDataset, pack
 from ..core.questions import ANSWER_FORMS, LAYOUT_HELP, layout_mix

@@ -27,7 +27,8 @@ Packing (``packing=True``) supports the ``bfd`` and ``bfd_split`` strategies on 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from trl import SFTTrainer

@@ -10,7 +10,8 @@ Shapes in ``segmask.core``'s notation (L: the selected layers). Rows of every pi
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 

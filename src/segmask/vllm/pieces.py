@@ -17,8 +17,8 @@ the paged cache; the queries keep their order, so outputs need no reordering. Pu
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 Range = tuple[int, int]
 
@@ -54,7 +54,7 @@ def split_pieces(
         q_start, q_end = query_start_loc[row], query_start_loc[row + 1]
         cuts = request_pieces(seq_len - (q_end - q_start), seq_len, ranges.get(row, ()))
         split |= len(cuts) > 1 or any(not causal for _, _, causal in cuts)
-        for start, end, causal in cuts:
+        for _start, end, causal in cuts:
             plan.query_start_loc.append(q_start + end - (seq_len - (q_end - q_start)))
             plan.seq_lens.append(end)
             plan.rows.append(row)

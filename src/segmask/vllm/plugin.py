@@ -30,12 +30,21 @@ import functools
 import importlib
 import inspect
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .pieces import cut_at_boundary
-from .requests import flat_ranges, ranges_of, request_ranges, segment_cache_keys, XARG_RANGES
-from .route import (VERIFIED_BACKEND_CLS, Route, check_version, front_end_route, refusal, startup_demand,
-                    startup_refusal, worker_problems)
+from .requests import XARG_RANGES, flat_ranges, ranges_of, request_ranges, segment_cache_keys
+from .route import (
+    VERIFIED_BACKEND_CLS,
+    Route,
+    check_version,
+    front_end_route,
+    refusal,
+    startup_demand,
+    startup_refusal,
+    worker_problems,
+)
 
 _BACKEND = VERIFIED_BACKEND_CLS
 _MARK = "_segmask_hook"

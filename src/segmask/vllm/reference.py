@@ -7,7 +7,7 @@ under an explicit additive 4-D MAS mask built by ``segmask.segment_mask``. No KV
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -21,8 +21,9 @@ import hashlib
 import json
 import os
 from array import array
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .segments import Range, find_segments, validate_ranges
 

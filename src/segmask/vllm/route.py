@@ -22,8 +22,8 @@ looking served, so the plugin refuses instead:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .requests import MAS_ENV, folder_mask
 

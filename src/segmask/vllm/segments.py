@@ -18,7 +18,8 @@ A prompt holding no chat header (a plain completion prompt) gets no segments: it
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 SEGMENT_ROLES = ("system", "developer", "user", "tool")
 CAUSAL_ROLES = ("assistant",)
