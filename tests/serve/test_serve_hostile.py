@@ -160,6 +160,6 @@ def test_health_answers_while_a_hostile_request_is_prepared():
         busy = time.perf_counter() - start
         sender.join()
     assert done[0].status_code == 400 and done[0].json()["error"]["code"] == "context_length_exceeded"
-    assert busy > 0.5, busy  # the request really kept the server busy
-    # a /health that waited for the rendering would answer at most once before the hostile request's own reply
+    # a /health that waited for the rendering would answer at most once before the hostile request's own reply; five
+    # answers also show the request really kept the server busy (no wall-clock bound: it fails on a fast machine)
     assert answered_while_busy >= 5, (answered_while_busy, busy)
