@@ -141,6 +141,9 @@ def write_report(a) -> None:
            "heading), every one of the "
            f"{a.test_n} test records evaluated in every layout with {scoring}. Easy layout: `{easy}`; hard: "
            + ", ".join(f"`{h}`" for h in hard) + " (c context, q question, o options).", ""]
+    notes = Path(__file__).resolve().parent / f"order_reading_{t}.md"  # the reading, written by hand, leads
+    if notes.exists():
+        out += ["## In short", "", notes.read_text().strip(), ""]
     verdict_rows, repeat_rows = [], []
     for regime in a.regimes.split(","):
         trained_on, rows = regime_spec(a, regime)
@@ -198,9 +201,6 @@ def write_report(a) -> None:
     if getattr(a, "cost", True) and (Path(a.out) / "data" / a.task / "test.json").exists():
         cost_lines, ratios = prefill_cost(a.task, Path(a.out) / "data", hard)
     out += verdict(a, verdict_rows, easy, seeds, repeat_rows, ratios)
-    notes = Path(__file__).resolve().parent / f"order_reading_{t}.md"
-    if notes.exists():
-        out += ["## Reading", "", notes.read_text().strip(), ""]
     if cost_lines:
         out += ["## Prefill cost", "",
                 "Mean prompt tokens and the prefill time of 48 test prompts (batch 8, best of 3, interleaved, one "
@@ -247,7 +247,7 @@ def verdict(a, rows, easy: str, seeds: list[str], repeat_rows=(), ratios=None) -
                      f"{'–' if gaps['causal'] is None else signed(gaps['causal'])} ({'yes' if ok_gap else 'no'})")
     lines += ["", f"**Accuracy part of the goal {'met' if met else 'not met'}** on the runs above"
               + ("" if len(seeds) and all(r[2]['seeds'] == len(seeds) for r in rows) else
-                 " (not every seed has finished)") + ".", ""]
+                 " (some regimes ran fewer seeds than listed)") + ".", ""]
     if not repeat_rows:
         return lines
     ratios = ratios or {}
