@@ -28,7 +28,7 @@ def test_default_is_causal_without_a_mas_folder(tokenizer, prompt, monkeypatch, 
 def test_adapter_segmask_json_switches_mas_on(tokenizer, prompt, monkeypatch, tmp_path):
     monkeypatch.delenv(MAS_ENV, raising=False)
     assert request_ranges(tokenizer, prompt, None, lora_path=str(ADAPTER)) == [(0, 8), (8, 17)]
-    (tmp_path / "segmask.json").write_text(json.dumps({"mask": "causal"}))
+    (tmp_path / "segmask.json").write_text(json.dumps({"mask": "causal", "prompt_form": "chat"}))
     assert request_ranges(tokenizer, prompt, None, lora_path=str(tmp_path), model_path=str(ADAPTER)) == []
 
 
@@ -55,3 +55,17 @@ def test_refusals(tokenizer, prompt, monkeypatch):
         request_ranges(tokenizer, prompt, {"segmask_ranges": [5, 99]})
     with pytest.raises(ValueError, match="tokenizer"):
         request_ranges(None, prompt, {})
+
+
+def test_folder_mask_reads_segmask_json_through_the_one_reader(tmp_path):
+    """The recipe reader of segmask.core.recipe: a hub id or a folder without the file says nothing, a bad mask is an
+    error naming the file."""
+    from segmask.vllm.requests import folder_mask
+
+    assert folder_mask(None) is None and folder_mask("HuggingFaceTB/SmolLM2-135M-Instruct") is None
+    assert folder_mask(tmp_path) is None
+    (tmp_path / "segmask.json").write_text(json.dumps({"mask": "mas", "prompt_form": "chat"}))
+    assert folder_mask(tmp_path) == "mas"
+    (tmp_path / "segmask.json").write_text(json.dumps({"mask": "sideways", "prompt_form": "chat"}))
+    with pytest.raises(ValueError, match="segmask.json"):
+        folder_mask(tmp_path)

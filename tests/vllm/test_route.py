@@ -88,7 +88,7 @@ def test_startup_demand(monkeypatch, tmp_path):
     for folder, mask in ((mas, "mas"), (causal, "causal"), (plain, None)):
         folder.mkdir()
         if mask:
-            (folder / "segmask.json").write_text(json.dumps({"mask": mask}))
+            (folder / "segmask.json").write_text(json.dumps({"mask": mask, "prompt_form": "chat"}))
     monkeypatch.setenv(MAS_ENV, "on")
     assert startup_demand(str(plain)) == f"{MAS_ENV}=on"
     monkeypatch.setenv(MAS_ENV, "off")

@@ -18,13 +18,13 @@ Segments found from the prompt are those of ``find_segments``: a prompt with no 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from array import array
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.recipe import load_adapter_config
 from .segments import Range, find_segments, validate_ranges
 
 MAS_ENV = "SEGMASK_VLLM_MAS"
@@ -87,15 +87,9 @@ def mas_default(model_path: str | None, lora_path: str | None) -> bool:
 
 def folder_mask(folder: str | os.PathLike | None) -> str | None:
     """``"mask"`` of ``folder/segmask.json`` (as ``segmask adapt`` and ``segmask train`` write it), or None."""
-    if not folder:
+    if not folder or not Path(folder).is_dir():  # a hub model id: no local recipe
         return None
-    config = Path(folder) / "segmask.json"
-    if not config.is_file():
-        return None
-    mask = json.loads(config.read_text()).get("mask")
-    if mask is not None and not isinstance(mask, str):
-        raise ValueError(f"{config}: 'mask' must be a string, got {mask!r:.60}")
-    return mask
+    return load_adapter_config(folder).get("mask")  # the one reader: validated, errors name the file
 
 
 def flat_ranges(ranges: Sequence[Range]) -> list[int]:
