@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .masks import CAUSAL
+from .recipe import check_choice
 from .segments import IGNORE_INDEX, Batch, Example
 
 STRATEGIES = ("bfd", "in_order")
@@ -96,8 +97,7 @@ def pack(examples: Sequence[Example], max_tokens: int, *, strategy: str = "bfd")
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be a positive number of tokens, got {max_tokens!r}")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    check_choice("strategy", strategy, STRATEGIES)
     for i, ex in enumerate(examples):
         if len(ex) == 0:
             raise ValueError(f"sample {i} is empty")

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .recipe import check_choice
 from .templates import ANSWER_LEAD
 
 LAYOUTS = ("data", "qo", "oq", "cqo", "qoc", "coq", "ocq", "oqc", "qco")
@@ -186,8 +187,7 @@ def split_context(question: Question) -> Question:
 def normalize_layout(layout: str) -> str:
     """``layout`` as one of ``LAYOUTS`` (``after``/``before`` mapped to ``qo``/``oq``); ``ValueError`` otherwise."""
     layout = LEGACY_LAYOUTS.get(layout, layout)
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    check_choice("layout", layout, LAYOUTS)
     return layout
 
 
@@ -229,8 +229,7 @@ def rewrite_record(record: Mapping[str, Any], *, layout: str = "data", answer_fo
     before its last one (``split_context``).
     """
     layout = normalize_layout(layout)
-    if answer_form not in ANSWER_FORMS:
-        raise ValueError(f"answer_form must be one of {ANSWER_FORMS}, got {answer_form!r}")
+    check_choice("answer_form", answer_form, ANSWER_FORMS)
     out = dict(record)
     if layout == "data" and answer_form == "label":
         return out

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.questions import Question, normalize_layout, parse_question
-from ..core.recipe import CHOICE_PROMPT_FORMS
+from ..core.recipe import CHOICE_PROMPT_FORMS, check_choice
 from ..core.segments import Example, Piece
 from ..core.templates import ANSWER_LEAD, QA_ANSWER, QA_QUESTION
 from .prompts import continuation_ids, mask_pieces, prompt_pieces, prompt_prefix
@@ -59,8 +59,7 @@ def choice_pieces(tokenizer: Any, record: Mapping[str, Any], question: Question,
                   system: str | None = None, layout: str = "data") -> tuple[list[Piece], list[tuple[str, str]]]:
     """The context pieces (MAS segments kept) and, per option, its (unscored text, scored text) continuation."""
     where = record.get("index", "?")
-    if prompt_form not in CHOICE_PROMPT_FORMS:
-        raise ValueError(f"prompt_form must be one of {CHOICE_PROMPT_FORMS}, got {prompt_form!r}")
+    check_choice("prompt_form", prompt_form, CHOICE_PROMPT_FORMS)
     before = question.split_blank()[0] if question.blank else ""
     lead = before.rstrip()
     if prompt_form == "qa":

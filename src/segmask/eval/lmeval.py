@@ -64,8 +64,7 @@ class SegmaskLM(LM):
 
         mask = resolve_adapter(adapter, mask).mask
         check_choice("mask", mask, MASKS)
-        if segments not in SEGMENTS:
-            raise ValueError(f"segments must be one of {SEGMENTS}, got {segments!r}")
+        check_choice("segments", segments, SEGMENTS)
         if isinstance(pretrained, str):
             self.model, self.tokenizer = load_model(pretrained, dtype=dtype, attn_implementation=attn_implementation,
                                                     device=_device(device), adapter=adapter)

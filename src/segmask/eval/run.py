@@ -203,8 +203,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, metric: str = "acc", n
 def compare_rows(rows_a: list[dict], rows_b: list[dict], *, names: tuple[str, str] = ("A", "B"),
                  metric: str = "acc", n_boot: int = 10_000, seed: int = 0) -> dict:
     """``compare_runs`` on prediction rows already in memory; ``names`` label the two sides."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {tuple(METRICS)}, got {metric!r}")
+    check_choice("metric", metric, tuple(METRICS))
     field = METRICS[metric]
     run_a, run_b = names
     by_a = {(r["task"], r["index"]): r for r in rows_a}

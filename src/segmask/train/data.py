@@ -37,7 +37,7 @@ from typing import Any
 from ..core.chat import chat_example
 from ..core.masks import CAUSAL
 from ..core.questions import ANSWER_FORMS, layout_mix, normalize_layout, rewrite_record
-from ..core.recipe import PROMPT_FORMS
+from ..core.recipe import PROMPT_FORMS, check_choice
 from ..core.segments import IGNORE_INDEX, Batch, Example, collate
 from ..core.templates import encode_commonsense
 
@@ -124,8 +124,7 @@ def encode_record(
     form and the layout); ``mask="causal-repeat"`` reads the prompt's question part twice (``mask_pieces``)."""
     if form not in PROMPT_FORMS:
         raise ValueError(f"unknown prompt form {form!r} (expected one of {PROMPT_FORMS})")
-    if answer_form not in ANSWER_FORMS:
-        raise ValueError(f"answer_form must be one of {ANSWER_FORMS}, got {answer_form!r}")
+    check_choice("answer_form", answer_form, ANSWER_FORMS)
     normalize_layout(layout)
     try:
         if "messages" not in record:

@@ -111,8 +111,7 @@ class TrainConfig(LoopConfig):
             raise ValueError("no training data given")
         check_choice("mask", self.mask, EVAL_MASKS)
         check_choice("prompt_form", self.prompt_form, PROMPT_FORMS)
-        if self.answer_form not in ANSWER_FORMS:
-            raise ValueError(f"answer_form must be one of {ANSWER_FORMS}, got {self.answer_form!r}")
+        check_choice("answer_form", self.answer_form, ANSWER_FORMS)
         self.layout = ",".join(layout_mix(self.layout))
         self.check_loop()
 
