@@ -106,3 +106,48 @@ def test_worker_problems():
     unhooked = worker_problems(runner="V2Runner", runner_hooked=False, backends=[VERIFIED_BACKEND_CLS])
     assert len(unhooked) == 1 and "V2Runner" in unhooked[0]
     assert "no attention groups" in worker_problems(runner="X", runner_hooked=True, backends=[])[0]
+
+
+GPU_RANGES = dict(VERIFIED, platform="cuda", backend=None, ranges=True, mm_prefix_lm=True)
+
+
+def test_range_route_is_opt_in_and_says_it_never_ran_on_a_gpu():
+    route = front_end_route(**GPU_RANGES)
+    assert route.verified and route.by_ranges
+    assert route.line() == ("segmask MAS route: vLLM 0.32.0, platform cuda, attention chosen by vLLM "
+                            "(supports_mm_prefix), model runner V1: opted in (SEGMASK_VLLM_RANGES=on), verified at "
+                            "CPU level only, not run on a GPU (MAS prefill by vLLM's bidirectional ranges, "
+                            "mm_req_doc_ranges)")
+    without = front_end_route(**{**GPU_RANGES, "ranges": False})  # no opt-in: a GPU is refused as before
+    assert not without.verified and not without.by_ranges and "platform cuda" in without.problems[0]
+    assert "SEGMASK_VLLM_RANGES=on" in refusal(without)
+    on_cpu = front_end_route(**{**VERIFIED, "ranges": True, "mm_prefix_lm": True})  # CPU keeps its pieces route
+    assert on_cpu.verified and not on_cpu.by_ranges
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"mm_prefix_lm": False}, "is_mm_prefix_lm"),
+    ({"v2_runner": True}, "VLLM_USE_V2_MODEL_RUNNER=0"),
+    ({"sliding_window": 4096}, "sliding window 4096"),
+    ({"use_mla": True}, "uses MLA"),
+    ({"scheduler": "MyScheduler", "scheduler_hooked": False}, "scheduler MyScheduler"),
+])
+def test_range_route_problems(change, problem):
+    route = front_end_route(**{**GPU_RANGES, **change})
+    assert not route.verified and len(route.problems) == 1 and problem in route.problems[0]
+    assert "NOT verified" in route.line() and problem in startup_refusal(route, "SEGMASK_VLLM_MAS=on")
+
+
+def test_worker_problems_on_the_range_route():
+    flex = "vllm.v1.attention.backends.flex_attention.FlexAttentionBackend"
+    flash = "vllm.v1.attention.backends.flash_attn.FlashAttentionBackend"
+    ok = worker_problems(runner="GPUModelRunner", runner_hooked=True, backends=[flex], by_ranges=True,
+                         mm_prefix=[flex])
+    assert ok == []
+    no_ranges = worker_problems(runner="GPUModelRunner", runner_hooked=True, backends=[flex, flash], by_ranges=True,
+                                mm_prefix=[flex])
+    assert no_ranges == [f"attention backend {flash} does not read vLLM's bidirectional ranges "
+                         "(supports_mm_prefix() is false)"]
+    # the CPU pieces backend is not a range backend, and a range backend is not the CPU route
+    assert len(worker_problems(runner="R", runner_hooked=True, backends=[VERIFIED_BACKEND_CLS], by_ranges=True)) == 1
+    assert len(worker_problems(runner="R", runner_hooked=True, backends=[flex], mm_prefix=[flex])) == 1

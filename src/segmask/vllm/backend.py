@@ -53,6 +53,16 @@ def batch_ranges(ranges: Mapping[int, Sequence[Range]]) -> Iterator[None]:
                            "attention metadata builder read their segments; refusing to prefill them causally")
 
 
+def take_batch_ranges() -> Mapping[int, Sequence[Range]] | None:
+    """The ranges ``batch_ranges`` set (row -> segments), marked as read; None outside a ``batch_ranges`` block.
+    The range route (``segmask.vllm.range_route``) reads them here instead of a segment-aware CPU builder."""
+    batch = _BATCH.get()
+    if batch is None:
+        return None
+    batch.taken = True
+    return batch.ranges
+
+
 def runner_ranges(runner: Any) -> dict[int, list[Range]]:
     """Row -> segment ranges of the MAS requests in a model runner's current batch (rows in ``req_ids`` order)."""
     out = {}
@@ -70,10 +80,7 @@ class SegmentCPUAttentionMetadataBuilder(CPUAttentionMetadataBuilder):
     """``CPUAttentionMetadataBuilder`` that cuts MAS prefill requests into segment pieces."""
 
     def build(self, common_prefix_len: int, common_attn_metadata: Any, fast_build: bool = False) -> Any:
-        batch = _BATCH.get()
-        ranges = batch.ranges if batch is not None else {}
-        if batch is not None:
-            batch.taken = True
+        ranges = take_batch_ranges() or {}
         if ranges and not isinstance(common_attn_metadata.causal, torch.Tensor):
             common_attn_metadata = piece_metadata(common_attn_metadata, ranges) or common_attn_metadata
         return super().build(common_prefix_len, common_attn_metadata, fast_build)

