@@ -4,7 +4,8 @@ chunk after a prefix-cache hit inside a segment, a decode step, a chunk ending a
 vLLM's FLEX_ATTENTION metadata builder makes of them: its mask function AND its block mask, evaluated for every
 (query, paged-KV slot) and mapped back through the block table, equal to the dense reference MAS mask
 (``segmask.segment_mask``). vLLM's own direct block-mask build is shown to miss keys (the hazard the flex hook
-fixes). ``make test-vllm``."""
+fixes). Last, one CPU engine through vLLM's FLEX_ATTENTION backend on this route (its compiled parts and CUDA cache
+op replaced by torch equivalents) gives the reference's greedy tokens. ``make test-vllm``."""
 
 from __future__ import annotations
 
@@ -196,3 +197,84 @@ def test_worker_check_on_real_backends():
     problems = worker_problems(**plugin.runner_facts(runner), by_ranges=True)
     assert problems == ["attention backend vllm.v1.attention.backends.flash_attn.FlashAttentionBackend does not "
                         "read vLLM's bidirectional ranges (supports_mm_prefix() is false)"]
+
+
+ENGINE_CODE = r'''
+import json
+import torch
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+from vllm.platforms.cpu import CpuPlatform
+from vllm.v1.attention.backends import flex_attention as fa
+
+# vLLM's FLEX_ATTENTION backend on the CPU platform, with its GPU-only parts replaced by torch equivalents: the
+# uncompiled create_block_mask and flex_attention (vLLM wraps them in torch.compile) and a KV-cache write by slot
+CpuPlatform.get_attn_backend_cls = classmethod(lambda cls, *a, **k: "vllm.v1.attention.backends.flex_attention."
+                                                                     "FlexAttentionBackend")
+fa.create_block_mask_compiled, fa.flex_attention_compiled = create_block_mask, flex_attention
+
+
+def reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, *rest):
+    n, keep = slot_mapping.shape[0], slot_mapping >= 0
+    key_cache.reshape(-1, *key_cache.shape[2:])[slot_mapping[keep]] = key[:n][keep]
+    value_cache.reshape(-1, *value_cache.shape[2:])[slot_mapping[keep]] = value[:n][keep]
+
+
+torch.ops._C_cache_ops = type("Ops", (), {"reshape_and_cache_flash": staticmethod(reshape_and_cache_flash)})
+from segmask.vllm import plugin
+plugin.platform = lambda: "cuda"  # the plugin judges and hooks this engine as a GPU one: the range route
+from vllm import LLM, SamplingParams
+llm = LLM(MODEL, dtype="float32", enforce_eager=True, max_model_len=512, seed=0, distributed_executor_backend="uni",
+          enable_prefix_caching=True, enable_chunked_prefill=True, max_num_batched_tokens=64, max_num_seqs=4,
+          block_size=16, num_gpu_blocks_override=64, hf_overrides={"is_mm_prefix_lm": True})
+out = {}
+for name, batch in json.loads(BATCHES):
+    params = [SamplingParams(max_tokens=STEPS, temperature=0, extra_args={"segmask_mas": int(mas)})
+              for _, mas in batch]
+    for (prompt, _), o in zip(batch, llm.generate([{"prompt_token_ids": p} for p, _ in batch], params)):
+        out.setdefault(name, []).append([list(o.outputs[0].token_ids), o.num_cached_tokens or 0])
+print("RESULT " + json.dumps(out))
+'''
+SYSTEM = {"role": "system", "content": "You answer in one short sentence, and you never use more words than needed."}
+STEPS = 4
+
+
+def test_engine_through_vllms_flex_attention_on_cpu(reference_model):
+    """A real engine (V1 runner, chunked prefill in 64-token steps, prefix caching in 16-token blocks) through vLLM's
+    FLEX_ATTENTION backend on CPU with the range route: MAS and causal greedy tokens equal the reference's. Not a
+    GPU run: the backend's compiled kernels and its CUDA cache op are replaced by torch equivalents (eager
+    flex_attention evaluates the mask function densely; the block mask is checked by the tests above)."""
+    import json
+
+    from segmask.vllm import find_segments
+    from segmask.vllm.reference import reference_greedy
+
+    from .conftest import run_engine
+
+    model, tokenizer = reference_model
+    chats = {
+        "mixed": [([SYSTEM, {"role": "user", "content": "Capital of France? Reply with the name of the city only, "
+                                                         "no punctuation, no greeting, no explanation and no other "
+                                                         "words at all, whatever you think of it."}], True),
+                  ([{"role": "user", "content": "Name a yellow fruit."}], False),
+                  ([{"role": "user", "content": "Name a yellow fruit."}], True)],
+        "cached": [([SYSTEM, {"role": "user", "content": "Capital of Spain?"}], True)],
+    }
+    batches = [(name, [(tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True,
+                                                      return_dict=True)["input_ids"], mas) for c, mas in batch])
+               for name, batch in chats.items()]
+    code = f"BATCHES = {json.dumps(json.dumps(batches))}\nSTEPS = {STEPS}\n{ENGINE_CODE}"
+    done = run_engine(code, env={"SEGMASK_VLLM_RANGES": "on", "SEGMASK_VLLM_MAS": "off"}, timeout=1500)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:]
+    assert "verified at CPU level only, not run on a GPU" in done.stdout
+    got = json.loads(lines[-1][len("RESULT "):])
+    assert len(batches[0][1][0][0]) > 64  # the first prompt is prefilled in two chunks
+    assert got["cached"][0][1] >= 16  # the system turn's first block came from the prefix cache
+    differs = 0
+    for name, batch in batches:
+        for (prompt, mas), (tokens, _) in zip(batch, got[name]):
+            ranges = find_segments(tokenizer, prompt) if mas else []
+            expected, _ = reference_greedy(model, prompt, ranges, STEPS)
+            assert tokens == expected, (name, mas)
+            differs += mas and expected != reference_greedy(model, prompt, [], STEPS)[0]
+    assert differs >= 1  # MAS changed the answer somewhere: causal attention would have failed this test

@@ -15,7 +15,9 @@ otherwise). **Verified at CPU level only; not run on a GPU.** Two hooks, each ca
   (measured on CPU tensors: ``tests/vllm/test_range_route.py``). A batch with ranges is built with vLLM's generic
   block mask (``create_block_mask`` over the same mask function) instead.
 
-TRITON_ATTN and FlashAttention 4 get the same ranges; their kernels were not run here (they need a GPU).
+TRITON_ATTN and FlashAttention 4 get the same ranges; their kernels were not run here (they need a GPU). A CPU
+engine ran FLEX_ATTENTION through this route with its compiled parts and CUDA cache op replaced by torch equivalents
+(``tests/vllm/test_range_route.py``); nothing ran on a GPU.
 """
 
 from __future__ import annotations
