@@ -7,7 +7,7 @@ causal. Quick start:
     >>> model, tok = segmask.load_model()                     # SmolLM2-135M-Instruct, embedded, offline
     >>> segmask.enable(model)
     >>> batch = segmask.encode_chat(tok, [{"role": "user", "content": "Name a colour."}])
-    >>> out = model.generate(**batch, max_new_tokens=16)      # MAS prefill, causal decoding
+    >>> out = segmask.generate(model, batch, tokenizer=tok, max_new_tokens=16)   # MAS prefill, causal decoding
 
 Heavy imports (transformers, peft) happen inside the functions that need them. The package is laid out by layer,
 each importing only the layers before it: ``core`` -> ``hf`` -> ``generation`` -> ``train`` / ``eval`` / ``serve`` /

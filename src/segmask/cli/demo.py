@@ -110,11 +110,11 @@ class _adapter:
 
 
 def _answer(model, tokenizer, batch, mas: bool, max_new_tokens: int) -> str:
-    extra = {"segment_ids": batch["segment_ids"]} if mas else {}
-    out = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra,
-                         max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
-                         pad_token_id=tokenizer.pad_token_id)
-    text = tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    from ..generation.batch import generate
+
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "segment_ids") if k != "segment_ids" or mas}
+    out = generate(model, inputs, tokenizer=tokenizer, max_new_tokens=max_new_tokens, do_sample=False)
+    text = tokenizer.decode(out.sequences[0], skip_special_tokens=True).strip()
     return " ".join(text.split())
 
 

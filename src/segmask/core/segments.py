@@ -56,7 +56,8 @@ class Example:
 class Batch(dict):
     """A dict of [B, T] tensors (``input_ids``, ``attention_mask``, ``segment_ids``, optional ``labels``).
 
-    Pass it straight to a segmask-enabled model: ``model(**batch)`` or ``model.generate(**batch, ...)``.
+    Pass it straight to a segmask-enabled model: ``model(**batch)``, ``segmask.generate(model, batch)``
+    or transformers' ``generate`` with ``**batch``.
     """
 
     def to(self, device: torch.device | str) -> Batch:

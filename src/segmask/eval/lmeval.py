@@ -42,6 +42,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from ..core.masks import CAUSAL
 from ..core.recipe import BASE_MODEL, MASKS, check_choice, resolve_adapter
 from ..core.segments import Example, Piece, collate, encode_pieces, pad_token_id
+from ..generation.batch import generate
 from .scoring import continuation_scores
 
 SEGMENTS = ("context", "split", "question")
@@ -204,12 +205,12 @@ class SegmaskLM(LM):
             ctx = encode_pieces(self.tokenizer, self.context_pieces(context))
             keep = max(1, self.max_length - max_new)
             batch = collate([_tail(ctx, keep)], pad_token_id=self.pad_id, with_labels=False).to(self._device)
-            extra = {"segment_ids": batch["segment_ids"]} if self.mas else {}
-            stops = {"stop_strings": until, "tokenizer": self.tokenizer} if until else {}
-            ids = self.model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra,
-                                      max_new_tokens=max_new, do_sample=do_sample, pad_token_id=self.pad_id,
-                                      **stops, **kwargs)
-            text = self.tokenizer.decode(ids[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "segment_ids")
+                      if k != "segment_ids" or self.mas}
+            stops = {"stop_strings": until} if until else {}
+            ids = generate(self.model, inputs, tokenizer=self.tokenizer, max_new_tokens=max_new, do_sample=do_sample,
+                           pad_token_id=self.pad_id, **stops, **kwargs).sequences
+            text = self.tokenizer.decode(ids[0], skip_special_tokens=True)
             for stop in until:
                 text = text.split(stop)[0]
             out.append(text)

@@ -33,6 +33,7 @@ import torch
 
 from ..core.masks import CAUSAL
 from ..core.segments import Example, collate, pad_token_id, position_ids_from_attention_mask
+from ..generation.batch import generate
 from ..hf.backend import cache_kwarg
 
 
@@ -78,9 +79,9 @@ def generate_texts(
     for idx in _batches(prompts, batch_size):
         batch = collate([prompts[i] for i in idx], pad_token_id=pad, padding_side="left", with_labels=False)
         inputs = _model_inputs(batch, _device(model))
-        out = model.generate(**inputs, num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens,
-                             pad_token_id=pad, early_stopping=num_beams > 1)
-        new = out[:, inputs["input_ids"].shape[1]:]
+        beams = {"num_beams": num_beams, "early_stopping": True} if num_beams > 1 else {}
+        new = generate(model, inputs, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad,
+                       **beams).sequences
         for row, i in enumerate(idx):
             texts[i] = tokenizer.decode(new[row], skip_special_tokens=True)
         if on_batch is not None:

@@ -1,10 +1,12 @@
 """``generate``: batched generation with MAS prefill and causal decoding, input checks and segment KV reuse.
 
-It runs segmask's decode loop (``segmask.generation.decode``, the engine the server runs too) for greedy decoding
-and sampling (temperature, top-k, top-p, seeds via ``torch.manual_seed``, several sequences per prompt, stop strings,
-raw logits). Options the loop does not have (beam search, logits processors such as ``repetition_penalty``, other
-cache implementations, streamers, ...) go to transformers' ``model.generate``, which ``segmask.enable`` taught the
-MAS prefill; both routes take the same prefix cache.
+This is the one place that decides how segmask generates. It runs segmask's decode loop
+(``segmask.generation.decode``, the engine the server runs too) for greedy decoding and sampling (temperature,
+top-k, top-p, seeds via ``torch.manual_seed``, several sequences per prompt, stop strings, raw logits, a streamer).
+Only options the loop does not have (beam search, logits processors such as ``repetition_penalty``, other cache
+implementations, ...; ``runs_on_loop``) go to transformers' generate, which ``segmask.enable`` taught the MAS
+prefill; both routes take the same prefix cache, and both continue a caller's own KV cache (``past``, what
+``Conversation`` does). Every other module of segmask generates through this function.
 
     >>> cache = PrefixCache(model, tokenizer)
     >>> batch = encode_chat(tokenizer, [[system, user_a], [system, user_b]])
@@ -33,11 +35,11 @@ from ..hf.backend import cache_kwarg, is_enabled, output_cache, unwrap
 from ..hf.generate import expand_size
 from ..hf.prefill import ROUTES
 from .decode import DecodeLoop, GenRequest
-from .prefix_cache import PrefixCache, PrefixEntry
+from .prefix_cache import LivePrefix, PrefixCache, PrefixEntry
 
 LOOP_OPTIONS = frozenset({"max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p", "top_k",
                           "num_return_sequences", "num_beams", "stop_strings", "output_logits", "eos_token_id",
-                          "pad_token_id", "prefill_route", "return_dict_in_generate"})
+                          "pad_token_id", "prefill_route", "return_dict_in_generate", "streamer"})
 """``generate`` options the decode loop runs; any other option set (or ``num_beams`` > 1, also in the model's
 generation config) goes to transformers' ``generate``."""
 _NEUTRAL = frozenset({("use_cache", True), ("output_attentions", False), ("output_hidden_states", False),
@@ -87,7 +89,7 @@ def check_prompts(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
 
 
 def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefix_cache: PrefixCache | None = None,
-             tokenizer: Any = None, **gen_kwargs: Any) -> Generation:
+             tokenizer: Any = None, past: LivePrefix | None = None, **gen_kwargs: Any) -> Generation:
     """Generate from a left-padded ``batch`` with MAS prefill (when it has ``segment_ids``) and causal decoding.
 
     Args:
@@ -95,10 +97,13 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
         batch: ``input_ids``, ``attention_mask``, optional ``segment_ids``, each [B, T], left padded.
         prefix_cache: reuse and store the KV of leading segments (needs ``segment_ids``).
         tokenizer: checked against the prefix cache; gives the pad and EOS ids; needed for ``stop_strings``.
-        gen_kwargs: ``model.generate`` options, unset ones taken from the model's generation config:
+        past: the caller's KV cache and the tokens it holds, which every prompt starts with (one prompt, one
+            sequence): only the rest is prefilled and ``past.cache`` is extended in place (``prefix_cache`` unused).
+        gen_kwargs: transformers' generate options, unset ones taken from the model's generation config:
             ``max_new_tokens``, ``min_new_tokens``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``,
             ``num_return_sequences``, ``stop_strings``, ``output_logits``, ``eos_token_id`` (None: no EOS),
-            ``pad_token_id``, and ``prefill_route`` (``"auto"``, ``"dense"``, ``"segment"``:
+            ``pad_token_id``, ``streamer`` (one sequence; gets the prompt, then each new token, as transformers
+            gives them) and ``prefill_route`` (``"auto"``, ``"dense"``, ``"segment"``:
             ``segmask.hf.prefill.mas_prefill``) run on the decode loop; any other (``num_beams``,
             ``repetition_penalty``, ``cache_implementation``, ...) runs transformers' ``generate``, where a warm
             request decodes into a DynamicCache built from the cache entry (``cache_implementation`` ignored).
@@ -119,17 +124,22 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
     route = gen_kwargs.get("prefill_route", "auto")
     if route not in ("auto", *ROUTES):
         raise ValueError(f"unknown prefill_route {route!r}; expected 'auto' or one of {ROUTES}")
-    if prefix_cache is not None and segment_ids is not None:
+    if prefix_cache is not None and segment_ids is not None and past is None:
         prefix_cache.check(model, tokenizer)
     else:
         prefix_cache = None
+    rows = _unpad(input_ids, attention_mask, segment_ids)
+    if past is not None and any(tuple(ids[:past.length]) != tuple(past.token_ids) for ids, _ in rows):
+        raise ValueError(f"every prompt must start with the {past.length} tokens held in the KV cache (past)")
     if runs_on_loop(unwrap(model).generation_config, gen_kwargs):
-        return _loop_generate(model, _unpad(input_ids, attention_mask, segment_ids), segment_ids is not None,
-                              prefix_cache, tokenizer, gen_kwargs)
+        return _loop_generate(model, rows, segment_ids is not None, prefix_cache, tokenizer, gen_kwargs, past)
     if tokenizer is not None:
         gen_kwargs.setdefault("tokenizer", tokenizer)
         if tokenizer.pad_token_id is not None:
             gen_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+    if past is not None:  # transformers' generate skips the cached tokens of input_ids itself
+        return _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[past.length] * len(rows),
+                    past_key_values=past.cache)[0]
     return _transformers_generate(model, input_ids, attention_mask, segment_ids, prefix_cache, gen_kwargs)
 
 
@@ -143,7 +153,7 @@ def runs_on_loop(generation_config: Any, gen_kwargs: Mapping[str, Any]) -> bool:
     return not (given - LOOP_OPTIONS) and not (configured - LOOP_OPTIONS) and beams == 1
 
 
-def _loop_generate(model, rows, mas: bool, prefix_cache, tokenizer, kw) -> Generation:
+def _loop_generate(model, rows, mas: bool, prefix_cache, tokenizer, kw, past) -> Generation:
     """``generate`` on the decode loop: one ``GenRequest`` per returned sequence."""
     config = unwrap(model).generation_config
 
@@ -166,10 +176,19 @@ def _loop_generate(model, rows, mas: bool, prefix_cache, tokenizer, kw) -> Gener
     max_length = get("max_length")
     max_new = get("max_new_tokens") or (max(1, max_length - width) if max_length else DEFAULT_NEW_TOKENS)
     stop = _stop_check(tokenizer, kw.get("stop_strings"))
-    requests = [GenRequest(ids, segs, max_new, lambda kind, value: None, should_stop=stop,
+    streamer = kw.get("streamer")
+    on_event = _streaming(streamer, rows, n)
+    requests = [GenRequest(ids, segs, max_new, on_event, should_stop=stop,
                            min_new_tokens=int(get("min_new_tokens", 0)), keep_logits=bool(kw.get("output_logits")),
                            **sampling) for ids, segs in rows for _ in range(n)]
-    loop.run(requests)
+    if past is None:
+        loop.run(requests)
+    else:
+        loop.run_batch(requests, past)
+    if streamer is not None:  # transformers' generate also hands the streamer the EOS that ended the row
+        if requests[0].eos is not None:
+            streamer.put(torch.tensor([requests[0].eos]))
+        streamer.end()
     pad = kw.get("pad_token_id")
     pad = loop.pad_id if pad is None else pad
     done = [r.generated + ([] if r.eos is None else [r.eos]) for r in requests]
@@ -178,6 +197,17 @@ def _loop_generate(model, rows, mas: bool, prefix_cache, tokenizer, kw) -> Gener
     sequences = torch.tensor([d + [pad] * (longest - len(d)) for d in done], dtype=torch.long, device=device)
     return Generation(sequences, _step_logits(requests) if kw.get("output_logits") else None,
                       [r.reused for r in requests[::n]])
+
+
+def _streaming(streamer: Any, rows: list, n: int) -> Callable[[str, Any], None]:
+    """The loop's event callback that feeds ``streamer`` (``put`` the prompt [1, T] now, then each new token [1])
+    as transformers' generate does; a no-op without one."""
+    if streamer is None:
+        return lambda kind, value: None
+    if len(rows) * n != 1:
+        raise ValueError(f"a streamer takes one sequence; this call generates {len(rows) * n}")
+    streamer.put(torch.tensor([rows[0][0]]))
+    return lambda kind, value: streamer.put(torch.tensor([value])) if kind == "token" else None
 
 
 def _step_logits(requests: list[GenRequest]) -> tuple[torch.Tensor, ...]:
@@ -228,7 +258,7 @@ def _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, *, reused,
     if past_key_values is not None:
         extra[cache_kwarg(model)] = past_key_values
     gen_kwargs = {**gen_kwargs, "return_dict_in_generate": True}
-    with torch.no_grad():
+    with torch.no_grad():  # the one call of transformers' generate: options the decode loop lacks (runs_on_loop)
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **extra, **gen_kwargs)
     return (Generation(out.sequences[:, input_ids.shape[1]:], getattr(out, "logits", None), reused),
             output_cache(out))

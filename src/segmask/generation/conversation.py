@@ -10,7 +10,9 @@ because a segment never attends to what follows it.
 
 The prompt of each turn is rendered from the whole message list with ``encode_chat``; the cached tokens are kept
 up to the first token where that rendering differs from what is cached (e.g. an answer re-tokenized differently),
-moved back to a segment start so no segment is split, and everything after it is prefilled again.
+moved back to a segment start so no segment is split, and everything after it is prefilled again. Each turn runs
+``segmask.generation.generate`` with the conversation's cache as ``past``: the decode loop, like every other
+generation in segmask.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ import torch
 
 from ..core.chat import encode_chat
 from ..core.runs import CAUSAL, segment_runs
-from ..hf.backend import cache_kwarg, is_enabled, unwrap
-from .prefix_cache import PrefixCache
+from ..hf.backend import is_enabled, unwrap
+from .batch import generate
+from .prefix_cache import LivePrefix, PrefixCache
 
 
 def reusable_length(cached: list[tuple[int, int]], prompt: list[tuple[int, int]]) -> int:
@@ -62,7 +65,8 @@ class Conversation:
         messages: the conversation so far (``{"role", "content"}`` dicts).
         last_prefill: prompt tokens the last turn had to prefill (the rest came from the KV cache).
         last_tokens: the new token ids of the last answer.
-        last_output: the last ``generate`` output (``sequences`` [1, T]; ``logits`` when ``output_logits=True``).
+        last_output: the last turn as transformers' generate returns it (``sequences`` [1, prompt + new tokens];
+            ``logits``, per step [1, V], when ``output_logits=True``).
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, system: str | None = None, causal: bool = False,
@@ -88,8 +92,9 @@ class Conversation:
     def send(self, text: str, streamer: Any = None, **gen_kwargs: Any) -> str:
         """Add a user message, generate the answer (appended to ``messages``) and return its text.
 
-        ``gen_kwargs`` go to ``model.generate`` (``max_new_tokens``, ``do_sample``, ``stop_strings``, ...);
-        ``streamer`` receives the new tokens as they come (e.g. ``transformers.TextStreamer``).
+        ``gen_kwargs`` go to ``segmask.generation.generate`` (``max_new_tokens``, ``do_sample``,
+        ``stop_strings``, ...); ``streamer`` receives the new tokens as they come (e.g.
+        ``transformers.TextStreamer``).
         """
         if not text:
             raise ValueError("empty user message")
@@ -106,6 +111,7 @@ class Conversation:
 
     def _generate(self, batch: dict[str, torch.Tensor], streamer: Any, gen_kwargs: dict) -> list[int]:
         from transformers import DynamicCache
+        from transformers.generation.utils import GenerateDecoderOnlyOutput
 
         device = unwrap(self.model).device
         ids, segs = batch["input_ids"][0].tolist(), batch["segment_ids"][0].tolist()
@@ -118,16 +124,13 @@ class Conversation:
             self.cache.crop(keep - len(self.cached))
         self.last_prefill = len(prompt) - keep  # prompt tokens this turn prefills
         gen_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        if gen_kwargs.get("stop_strings") is not None:
-            gen_kwargs.setdefault("tokenizer", self.tokenizer)
-        extra = {} if self.causal else {"segment_ids": batch["segment_ids"].to(device)}
-        with torch.no_grad():
-            out = self.model.generate(input_ids=batch["input_ids"].to(device),
-                                      attention_mask=batch["attention_mask"].to(device),
-                                      streamer=streamer, **extra, **{cache_kwarg(self.model): self.cache},
-                                      **{**gen_kwargs, "return_dict_in_generate": True})
-        self.last_output = out
-        new = out.sequences[0, len(ids):].tolist()
+        inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "segment_ids")
+                  if k != "segment_ids" or not self.causal}
+        past = LivePrefix(tuple(ids[:keep]), tuple(segs[:keep]), self.cache)
+        out = generate(self.model, inputs, tokenizer=self.tokenizer, past=past, streamer=streamer, **gen_kwargs)
+        new = out.sequences[0].tolist()
+        self.last_output = GenerateDecoderOnlyOutput(sequences=torch.cat([inputs["input_ids"], out.sequences], 1),
+                                                     logits=out.logits)
         self.cached = (prompt + [(t, CAUSAL) for t in new])[: self.cache.get_seq_length()]
         self._store_prefix(ids, segs)
         return new

@@ -3,7 +3,7 @@
 Under MAS a segment attends bidirectionally to itself and causally to everything before it, never to what follows,
 so the keys and values of a prompt's leading segments (typically a long system prompt) depend only on those tokens.
 ``PrefixCache`` keeps them, keyed by the exact token ids and segment ids of the prefix, bounded in bytes, least
-recently used first out; ``segmask.generation.generate(..., prefix_cache=cache)`` (and the server) then prefill only
+recently used first out; ``generate`` with ``prefix_cache=cache`` (``segmask.generation``) (and the server) then prefill only
 the new segments.
 
     >>> cache = PrefixCache(model, tokenizer, max_bytes=2**30)
@@ -115,6 +115,27 @@ class PrefixEntry:
             rows["segment_ids"].append([*self.segment_ids, *[CAUSAL] * fill, *segs[p:]])
         device = self.layers[0][0].device
         return Batch({k: torch.tensor(v, dtype=torch.long, device=device) for k, v in rows.items()})
+
+
+@dataclass
+class LivePrefix:
+    """Tokens a caller's own KV cache already holds (a ``Conversation``'s earlier turns), for the decode loop to
+    continue: the prompt starts with them and ``cache`` [1 row, P positions] is extended in place, not copied.
+    It stands where a ``PrefixEntry`` would (``length``, ``segment_ids``, ``to_cache``)."""
+
+    token_ids: tuple[int, ...]
+    segment_ids: tuple[int, ...]
+    cache: Any
+
+    @property
+    def length(self) -> int:
+        return len(self.token_ids)
+
+    def to_cache(self, rows: int, config: Any) -> Any:
+        """The caller's cache itself; it holds one row, so ``rows`` must be 1."""
+        if rows != 1:
+            raise ValueError(f"a live KV cache holds one sequence; cannot continue it for {rows} rows")
+        return self.cache
 
 
 class PrefixCache:

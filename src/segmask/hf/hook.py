@@ -2,7 +2,7 @@
 register on the model's decoder (``segment_ids`` in, MAS masks out).
 
 After ``enable(model)``, ``model(input_ids=..., attention_mask=..., segment_ids=...)`` and
-``model.generate(..., segment_ids=...)`` prefill the prompt under the MAS mask; without ``segment_ids`` the model
+transformers' ``generate`` with ``segment_ids`` prefill the prompt under the MAS mask; without ``segment_ids`` the model
 runs its stock code. Nothing global is patched; only this model instance changes (``enable``'s docstring lists
 every change).
 

@@ -119,6 +119,7 @@ def teacher_answers(model: Any, tokenizer: Any, conversations: Sequence[list[dic
     the answer stops after the first end-of-turn token or at ``max_new_tokens``.
     """
     from ..core.chat import encode_chat
+    from ..generation.batch import generate
 
     model.eval()
     eos = eos_token_ids(model, tokenizer)
@@ -127,11 +128,9 @@ def teacher_answers(model: Any, tokenizer: Any, conversations: Sequence[list[dic
     for start in range(0, len(order), batch_size):
         idx = order[start: start + batch_size]
         batch = encode_chat(tokenizer, [conversations[i] for i in idx])
-        gen = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None,
-                             top_k=None, pad_token_id=tokenizer.pad_token_id, output_logits=True,
-                             return_dict_in_generate=True)
-        new = gen.sequences[:, batch["input_ids"].shape[1]:]
+        gen = generate(model, {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]},
+                       tokenizer=tokenizer, max_new_tokens=max_new_tokens, do_sample=False, output_logits=True)
+        new = gen.sequences
         logp = torch.stack(gen.logits, 1).float().log_softmax(-1)            # [B, N, V]
         top = logp.topk(top_k, dim=-1)
         for row, i in enumerate(idx):

@@ -18,6 +18,7 @@ import torch
 
 from ..core.runs import CAUSAL
 from ..core.segments import IGNORE_INDEX, Example, collate
+from ..generation.batch import generate
 from ..hf.backend import eos_token_ids
 
 
@@ -150,13 +151,12 @@ def distill_trainer(cfg: Any, tokenizer: Any, collator: DistillCollator):
             left = collate(prompts, pad_token_id=tokenizer.pad_token_id, padding_side="left")
             was_training = model.training
             model.eval()
-            out = model.generate(input_ids=left["input_ids"], attention_mask=left["attention_mask"],
-                                 segment_ids=left["segment_ids"], do_sample=True, temperature=1.0, top_p=1.0,
-                                 top_k=0, max_new_tokens=cfg.answer_tokens, pad_token_id=tokenizer.pad_token_id)
+            out = generate(model, left, tokenizer=tokenizer, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+                           max_new_tokens=cfg.answer_tokens)
             model.train(was_training)
             eos = eos_token_ids(model, tokenizer)
             rows = []
-            for p, new in zip(prompts, out[:, left["input_ids"].shape[1]:].tolist()):
+            for p, new in zip(prompts, out.sequences.tolist()):
                 answer = cut_after_eos(new, eos)
                 rows.append({"input_ids": p.input_ids + answer, "segment_ids": p.segment_ids + [CAUSAL] * len(answer),
                              "labels": p.labels + answer, "prompt_len": len(p)})
