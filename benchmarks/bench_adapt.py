@@ -33,7 +33,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "ADAPT.md"
-MARK_BEGIN, MARK_END = "<!-- bench_adapt:begin -->", "<!-- bench_adapt:end -->"
 DEGENERATE_NLL = 4.0
 
 
@@ -184,7 +183,6 @@ def run_part(args) -> int:
             result["commonsense"] = json.loads((out / "commonsense.json").read_text())
         if args.run:
             plot_kl(Path(args.run) / "loss_curve.json", ROOT / "docs" / "adapt_kl.png")
-        sys.path.insert(0, str(Path(__file__).parent))
         from bench_adapt_report import write_doc
 
         write_doc(result, DOC)

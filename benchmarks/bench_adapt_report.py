@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-MARK_BEGIN, MARK_END = "<!-- bench_adapt:begin -->", "<!-- bench_adapt:end -->"
+from segmask.bench import write_section
+
+SECTION = "bench_adapt"
+"""The marked section of docs/ADAPT.md this report rewrites."""
 
 
 def _row(name: str, b: dict) -> str:
@@ -58,7 +60,7 @@ def _examples(result: dict, k: int = 8) -> list[str]:
 
 def render(result: dict) -> str:
     a = result["all"]
-    lines = [MARK_BEGIN, "", f"Measured by `{result['command']}` ({result['seconds']} s, one torch thread).", "",
+    lines = [f"Measured by `{result['command']}` ({result['seconds']} s, one torch thread).", "",
              f"**{result['n']} held-out prompts.** KL is per answer token along the causal model's greedy answers "
              "(teacher forcing); NLL is per token of each model's own greedy answer scored by the causal base "
              "(lower = more fluent to the original model); degenerate = NLL > 4; agreement = first 16 greedy "
@@ -80,16 +82,9 @@ def render(result: dict) -> str:
     lines += ["", f"**Answers** (greedy, {result.get('max_new_tokens', 48)} tokens max; the first held-out prompt of "
                   "each category):", ""]
     lines += _examples(result)
-    lines += [MARK_END]
     return "\n".join(lines)
 
 
 def write_doc(result: dict, doc: Path) -> None:
-    """Replace the marked section of ``doc`` (or append it) with the rendered result."""
-    text = doc.read_text() if doc.exists() else f"# MAS adaptation\n\n{MARK_BEGIN}\n{MARK_END}\n"
-    section = render(result)
-    if MARK_BEGIN in text:
-        text = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: section, text, flags=re.S)
-    else:
-        text += "\n" + section + "\n"
-    doc.write_text(text)
+    """Replace the marked section of ``doc`` (appended when missing) with the rendered result."""
+    write_section(doc, SECTION, render(result), append=True)

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DOCS, interleaved, machine, mmm, write_section  # noqa: E402
+from segmask.bench import interleaved, machine, mmm, write_section
+from segmask.bench.docs import DOCS as DOCS_DIR
+
+DOCS = DOCS_DIR / "PERFORMANCE.md"
 
 SECTION = "generation"
 WORDS = ("river stone lantern quiet orbit maple signal harvest copper meadow thunder velvet compass ember glacier "
@@ -171,7 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--write", action="store_true", help=f"rewrite the '{SECTION}' section of {DOCS}")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition, nothing written "
+                  "(checks that the script runs; the slow test tier runs it)")
     args = p.parse_args(argv)
+    if args.smoke:
+        args.reps, args.system_tokens, args.user_tokens, args.batch, args.steps, args.write = 1, 48, 16, 1, 2, False
     torch.set_num_threads(args.threads)
     import segmask
 
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             with DOCS.open("a") as f:
                 f.write(f"\n## Generation: system-prompt KV reuse and decode (benchmarks/bench_generation.py)\n\n"
                         f"<!-- {SECTION}:start -->\n<!-- {SECTION}:end -->\n")
-        write_section(SECTION, text)
+        write_section(DOCS, SECTION, text)
     return 0
 
 

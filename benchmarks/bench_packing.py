@@ -27,14 +27,16 @@ import json
 import math
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import attention_flops, linear_flops, machine, smollm2_shaped, write_section  # noqa: E402
+from segmask.bench import machine, smollm2_shaped, write_section
+from segmask.bench.docs import DOCS as DOCS_DIR
+from segmask.core.cost import attention_flops, linear_flops
+
+DOCS = DOCS_DIR / "PERFORMANCE.md"
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SYSTEM = "You are a helpful assistant. Answer briefly."
@@ -223,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--mixes", nargs="+", default=["commonsense", "chat"])
     parser.add_argument("--write", action="store_true", help="rewrite the bench_packing section of PERFORMANCE.md")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition, nothing written "
+                       "(checks that the script runs; the slow test tier runs it)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.n, args.eval, args.layers, args.mixes, args.write = 8, 4, 1, ["chat"], False
     from segmask.hf.models import load_tokenizer
 
     torch.set_num_threads(args.threads)
@@ -238,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, args)
     print(text)
     if args.write:
-        write_section("bench_packing", text)
+        write_section(DOCS, "bench_packing", text)
     return 0
 
 

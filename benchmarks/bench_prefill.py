@@ -21,26 +21,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    DOCS,
-    attention_flops,
-    causal_pairs,
-    chat_segments,
-    interleaved,
-    linear_flops,
-    machine,
-    mas_pairs,
-    mmm,
-    smollm2_shaped,
-    write_section,
-)
+from segmask.bench import chat_segments, interleaved, machine, mmm, smollm2_shaped, write_section
+from segmask.bench.docs import DOCS as DOCS_DIR
+from segmask.core.cost import attention_flops, causal_pairs, linear_flops, mas_pairs
+
+DOCS = DOCS_DIR / "PERFORMANCE.md"
 
 CHART = DOCS.parent / "prefill_ratio.png"
 
@@ -232,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="marker name of the section --write rewrites (default: bench_prefill, or "
                              "bench_prefill_multi with --user-segments > 1)")
     parser.add_argument("--chart", action="store_true", help=f"draw {CHART}")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition, nothing written "
+                       "(checks that the script runs; the slow test tier runs it)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.lengths, args.reps, args.layers, args.write, args.chart = [48], 1, 1, False, False
     import segmask
 
     torch.set_num_threads(args.threads)
@@ -253,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, decode, args)
     print(text)
     if args.write:
-        write_section(args.section or ("bench_prefill" if args.user_segments == 1 else "bench_prefill_multi"), text)
+        section = args.section or ("bench_prefill" if args.user_segments == 1 else "bench_prefill_multi")
+        write_section(DOCS, section, text)
     if args.chart and args.user_segments == 1:
         chart(results, CHART)
     return 0

@@ -21,22 +21,14 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
-    attention_flops,
-    causal_pairs,
-    interleaved,
-    linear_flops,
-    machine,
-    mas_pairs,
-    mmm,
-    smollm2_shaped,
-    write_section,
-)
+from segmask.bench import interleaved, machine, mmm, smollm2_shaped, write_section
+from segmask.bench.docs import DOCS as DOCS_DIR
+from segmask.core.cost import attention_flops, causal_pairs, linear_flops, mas_pairs
+
+DOCS = DOCS_DIR / "PERFORMANCE.md"
 
 
 def train_batch(batch: int, length: int, vocab: int) -> tuple[list[int], dict[str, torch.Tensor]]:
@@ -124,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench_packing import main as packing_main
 
         return packing_main([a for a in argv if a != "--packing"])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition, nothing written "
+                       "(checks that the script runs; the slow test tier runs it)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.lengths, args.reps, args.layers, args.batch, args.write = [48], 1, 1, 1, False
     from peft import LoraConfig, get_peft_model
 
     import segmask
@@ -142,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, args)
     print(text)
     if args.write:
-        write_section("bench_train", text)
+        write_section(DOCS, "bench_train", text)
     return 0
 
 

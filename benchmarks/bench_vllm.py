@@ -25,10 +25,11 @@ import threading
 import time
 from pathlib import Path
 
+from segmask.bench import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "bench_vllm"
 DOCS = ROOT / "docs" / "SERVING.md"
-MARK = ("<!-- bench_vllm:start -->", "<!-- bench_vllm:end -->")
 VLLM_SERVER = "vllm.entrypoints.openai.api_server"
 ENV = {"OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 SYSTEM = ("You are a careful assistant. Answer the question in one short sentence, then stop. "
@@ -256,12 +257,12 @@ def main(argv: list[str] | None = None) -> int:
         for part in PARTS:  # one process per part: each engine starts and ends cleanly
             subprocess.run([sys.executable, __file__, part], check=True)
     if args.part in ("all", "report") or args.write:
-        from bench_vllm_report import render, write
+        from bench_vllm_report import render
 
         table = render({p: json.loads((OUT / f"{p}.json").read_text()) for p in PARTS if (OUT / f"{p}.json").exists()})
         print(table)
         if args.write:
-            write(DOCS, MARK, table)
+            write_section(DOCS, "bench_vllm", table)
     return 0
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 
 def render(results: dict) -> str:
     """Markdown for whichever parts have results: ``results`` maps part name -> its JSON."""
@@ -55,8 +53,3 @@ def _span(values: list[float], unit: str = "") -> str:
     return (fmt.format(lo) if abs(hi - lo) < 1e-9 else f"{fmt.format(lo)}-{fmt.format(hi)}") + unit
 
 
-def write(doc: Path, marks: tuple[str, str], table: str) -> None:
-    """Replace the text between the two marker lines of ``doc`` with ``table``."""
-    text = doc.read_text()
-    start, end = text.index(marks[0]) + len(marks[0]), text.index(marks[1])
-    doc.write_text(text[:start] + "\n" + table + "\n" + text[end:])

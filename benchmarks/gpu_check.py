@@ -23,11 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from segmask.bench import interleaved
 
 SHAPES = {
     "smollm2-135m": ("LlamaConfig", "LlamaForCausalLM", dict(
@@ -192,24 +195,12 @@ def _generation_entry(model) -> dict:
     return entry
 
 
-def timed(fn, reps: int = 10) -> float:
-    """Median seconds of ``fn`` over ``reps`` runs after two warm-up runs (CUDA events)."""
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(reps):
-        if DEVICE == "cpu":
-            t = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t)
-            continue
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1000)
-    return sorted(times)[len(times) // 2]
+def timed(fns: dict, reps: int = 10) -> dict[str, float]:
+    """Median wall seconds of each fn, interleaved over ``reps`` repetitions after two warm-up rounds (the GPU
+    synchronized around each call)."""
+    sync = torch.cuda.synchronize if DEVICE == "cuda" else None
+    times = interleaved(fns, reps, base=next(iter(fns)), sync=sync, warmup=2)
+    return {name: statistics.median(t["wall"]) for name, t in times.items()}
 
 
 def speed(results: dict) -> None:
@@ -222,11 +213,13 @@ def speed(results: dict) -> None:
                             seed=2)
             causal = {k: v for k, v in batch.items() if k != "segment_ids"}
             with torch.no_grad():
-                t_mas = timed(lambda m=model, b=batch: m(**b, logits_to_keep=1))
-                t_causal = timed(lambda m=model, b=causal: m(**b, logits_to_keep=1))
+                t = timed({"causal": lambda m=model, b=causal: m(**b, logits_to_keep=1),
+                           "mas": lambda m=model, b=batch: m(**b, logits_to_keep=1)})
+            t_mas, t_causal = t["mas"], t["causal"]
             gen = dict(max_new_tokens=64, do_sample=False, eos_token_id=None, pad_token_id=0)
-            g_mas = timed(lambda m=model, b=batch, g=gen: segmask.generate(m, b, **g), reps=3)
-            g_causal = timed(lambda m=model, b=causal, g=gen: segmask.generate(m, b, **g), reps=3)
+            g = timed({"causal": lambda m=model, b=causal, g=gen: segmask.generate(m, b, **g),
+                       "mas": lambda m=model, b=batch, g=gen: segmask.generate(m, b, **g)}, reps=3)
+            g_mas, g_causal = g["mas"], g["causal"]
             entry = {"prefill_s_mas": t_mas, "prefill_s_causal": t_causal, "prefill_ratio": t_mas / t_causal,
                      "prefill_tokens_per_s_mas": batch["input_ids"].numel() / t_mas,
                      "generate_s_mas": g_mas, "generate_s_causal": g_causal, "generate_ratio": g_mas / g_causal}

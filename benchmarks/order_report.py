@@ -12,7 +12,6 @@ cost (prompt tokens and a side-by-side timing of MAS, causal and repeated prefil
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -92,6 +91,7 @@ def prefill_cost(task: str, data_dir: Path, layouts: list[str], n: int = 48,
     lines and per layout (MAS / repeat tokens, MAS / repeat time)."""
     import torch
 
+    from segmask.bench import interleaved
     from segmask.core.segments import collate
     from segmask.eval.prompts import prompt_example
     from segmask.eval.tasks import get_task, load_records
@@ -108,17 +108,16 @@ def prefill_cost(task: str, data_dir: Path, layouts: list[str], n: int = 48,
     for layout in layouts:
         examples = {m: [prompt_example(tok, r, mask=m, layout=layout) for r in records]
                     for m in ("mas", "causal", "causal-repeat")}
-        best = {m: float("inf") for m in examples}
-        for _ in range(reps):
-            for m, exs in examples.items():
-                start = time.perf_counter()
-                with torch.inference_mode():
-                    for i in range(0, len(exs), 8):
-                        batch = collate(exs[i:i + 8], pad_token_id=tok.pad_token_id or 0, padding_side="left")
-                        kw = {"segment_ids": batch["segment_ids"]} if m == "mas" else {}
-                        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
-                              **kw)
-                best[m] = min(best[m], time.perf_counter() - start)
+
+        def prefill(exs: list, mask: str) -> None:
+            with torch.inference_mode():
+                for i in range(0, len(exs), 8):
+                    batch = collate(exs[i:i + 8], pad_token_id=tok.pad_token_id or 0, padding_side="left")
+                    kw = {"segment_ids": batch["segment_ids"]} if mask == "mas" else {}
+                    model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **kw)
+
+        times = interleaved({m: (lambda e=e, m=m: prefill(e, m)) for m, e in examples.items()}, reps, base="causal")
+        best = {m: min(t["wall"]) for m, t in times.items()}
         tokens = {m: sum(len(e) for e in exs) / len(exs) for m, exs in examples.items()}
         lines.append(f"| {layout} | {tokens['mas']:.0f} | {tokens['causal']:.0f} | {tokens['causal-repeat']:.0f} | "
                      f"{best['mas']:.2f} | {best['causal']:.2f} | {best['causal-repeat']:.2f} | "

@@ -30,17 +30,15 @@ machine).
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from order_report import regime_spec, write_report
+
+from segmask.bench import Job, export_adapter, print_plan, run_queue, select
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTCOMES = ROOT / "docs" / "outcomes" / "order"
@@ -50,16 +48,6 @@ ARMS = {"causal": ("causal", "smollm2-135m-instruct"), "mas-ready": ("mas", "smo
 BASES = {"base-causal": ("causal", "smollm2-135m-instruct"), "base-mas-ready": ("mas", "smollm2-135m-mas"),
          "base-repeat": ("causal-repeat", "smollm2-135m-instruct")}
 """Untrained conditions: name -> (mask, model)."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One subprocess: a training (``layout`` None) or one evaluation of an adapter or base model on a layout."""
-
-    name: str
-    argv: tuple[str, ...]
-    done: Path
-    needs: str | None = None
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -108,7 +96,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
     task = f"{a.task}-{a.answer_form}"  # job and file names
     jobs: list[Job] = []
 
-    def evals(tag: str, mask: str, model: str, adapter: Path | None, needs: str | None):
+    def evals(tag: str, mask: str, model: str, adapter: Path | None, needs: tuple[Path, ...]):
         for layout in layouts:
             folder = out / "eval" / f"{tag}-{layout}"
             argv = segmask("eval", "--data-dir", str(data), "--tasks", a.task, "--protocol", protocol, "--mask", mask,
@@ -131,21 +119,15 @@ def plan(a: argparse.Namespace) -> list[Job]:
                                "--lr", a.lr,
                                "--cutoff", "512", "--save-dtype", "float16", "--seed", seed, "--threads", "1",
                                "--quiet")
-                jobs.append(Job(f"train-{tag}", argv, run / "adapter" / "segmask.json"))
+                jobs.append(Job(f"train-{tag}", argv, run / "adapter" / "segmask.json", resume=run))
             for arm in a.arms.split(","):
                 tag = f"{task}-{regime}-{arm}-s{seed}"
                 mask, model = ARMS[arm]
-                evals(tag, mask, model, out / f"train-{tag}" / "adapter", f"train-{tag}")
+                adapter = out / f"train-{tag}" / "adapter"
+                evals(tag, mask, model, adapter, (adapter / "segmask.json",))
     for name, (mask, model) in BASES.items():
-        evals(f"{task}-{name}", mask, model, None, None)
+        evals(f"{task}-{name}", mask, model, None, ())
     return jobs
-
-
-def selected(jobs: list[Job], only: str | None) -> list[Job]:
-    if not only:
-        return jobs
-    pats = only.split(",")
-    return [j for j in jobs if any(fnmatch.fnmatch(j.name, p) for p in pats)]
 
 
 def ensure_data(a: argparse.Namespace) -> None:
@@ -156,54 +138,20 @@ def ensure_data(a: argparse.Namespace) -> None:
                                *(("--length", str(a.length)) if a.length else ())), check=True)
 
 
-def run_queue(a: argparse.Namespace, jobs: list[Job]) -> None:
-    """Start ready jobs (``needs`` done) up to ``--parallel``; resume trainings; export what finishes."""
-    logs = Path(a.out) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    pending = [j for j in jobs if not j.done.exists()]
-    by_name = {j.name: j for j in plan(a)}
-    running: dict[str, subprocess.Popen] = {}
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SEGMASK_ADAPTERS": str(ROOT / "adapters")}
-    while pending or running:
-        for name, proc in list(running.items()):
-            if proc.poll() is not None:
-                del running[name]
-                print(f"{time.strftime('%H:%M:%S')} {name}: exit {proc.returncode}", flush=True)
-                export(a, by_name[name])
-        ready = [j for j in pending if j.needs is None or by_name[j.needs].done.exists()]
-        if not ready and not running:
-            print("jobs left whose training is not done (not selected?):", [j.name for j in pending])
-            return
-        while ready and len(running) < a.parallel:
-            job = ready.pop(0)
-            pending.remove(job)
-            argv = list(job.argv)
-            if job.name.startswith("train-") and any(Path(argv[argv.index("--out") + 1]).glob("checkpoint-*")):
-                argv.append("--resume")
-            log = open(logs / f"{job.name}.log", "a")
-            running[job.name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-            print(f"{time.strftime('%H:%M:%S')} {job.name}: started", flush=True)
-        time.sleep(5)
-
-
 def export(a: argparse.Namespace, job: Job) -> None:
     """Keep what outlives the machine: a finished adapter (fp16, task/layout/mask recorded) or an eval's picks."""
-    if not job.done.exists():
+    if not job.done():
         return
     if job.name.startswith("train-"):
-        target = ROOT / "adapters" / f"order-{job.name.removeprefix('train-')}"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(job.done.parent, target)
-        config = json.loads((target / "segmask.json").read_text())
-        recipe = config.get("recipe", {})
-        recipe["data"] = [os.path.relpath(d, ROOT) for d in recipe.get("data", [])]  # repo-relative, no home dirs
-        recipe["output_dir"] = os.path.relpath(recipe.get("output_dir", "."), ROOT)
         draw = f"segmask synth {a.task} --n {a.data_n} --test-n {a.test_n} --seed {a.data_seed}" + \
             (f" --length {a.length}" if a.length else "") + f" --out {os.path.relpath(Path(a.out) / 'data', ROOT)}"
-        config["study"] = {"task": a.task, "layout": recipe.get("layout"), "mask": config.get("mask"),
-                           "answer_form": a.answer_form, "data": draw, "made_by": "benchmarks/order_study.py"}
-        (target / "segmask.json").write_text(json.dumps(config, indent=2) + "\n")
-        run = job.done.parents[1]
+        adapter = job.marker.parent
+        config = json.loads(job.marker.read_text())
+        study = {"task": a.task, "layout": config.get("recipe", {}).get("layout"), "mask": config.get("mask"),
+                 "answer_form": a.answer_form, "data": draw, "made_by": "benchmarks/order_study.py"}
+        export_adapter(adapter, ROOT / "adapters" / f"order-{job.name.removeprefix('train-')}",
+                       paths={str(ROOT): ""}, extra={"study": study})  # repo-relative paths, no home dirs
+        run = adapter.parent
         if (run / "train_summary.json").exists():  # the loss curve and wall time, small, for the report
             summary = json.loads((run / "train_summary.json").read_text())
             curve = json.loads((run / "loss_curve.json").read_text())
@@ -214,8 +162,8 @@ def export(a: argparse.Namespace, job: Job) -> None:
                 + "\n")
         return
     OUTCOMES.mkdir(parents=True, exist_ok=True)
-    summary = json.loads(job.done.read_text())
-    rows = [json.loads(line) for line in (job.done.parent / "predictions.jsonl").read_text().splitlines()]
+    summary = json.loads(job.marker.read_text())
+    rows = [json.loads(line) for line in (job.marker.parent / "predictions.jsonl").read_text().splitlines()]
     keep = [{"index": r["index"], "answer": r["answer"], "prediction": r["prediction"], "correct": r["correct"],
              "logprobs": r.get("logprobs")}
             for r in rows]
@@ -225,16 +173,16 @@ def export(a: argparse.Namespace, job: Job) -> None:
 
 def main(argv=None) -> int:
     a = parse(argv)
-    jobs = selected(plan(a), a.only)
+    jobs = select(plan(a), a.only)
     if a.list:
-        for j in jobs:
-            print(f"{'done' if j.done.exists() else 'todo'}  {j.name}")
+        print_plan(jobs)
         return 0
     if a.stage in ("run", "all"):
         ensure_data(a)
         for j in jobs:  # export anything finished in an earlier sitting
             export(a, j)
-        run_queue(a, jobs)
+        run_queue(jobs, Path(a.out) / "logs", parallel=a.parallel, cwd=ROOT,
+                  env={"SEGMASK_ADAPTERS": str(ROOT / "adapters")}, on_exit=lambda job, _rc: export(a, job))
     if a.stage in ("report", "all"):
         write_report(a)
     return 0

@@ -18,7 +18,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from reproduce_commonsense import TASKS, jobs, merge_parts, selected
+from commonsense_plan import ARM_LABEL, TASKS, diagnostic_pairs, jobs, merge_parts, recipe_lines, selected
 
 from segmask.eval import compare_rows, format_picks, load_run, mcnemar_exact, paired_bootstrap
 from segmask.eval.run import summarize
@@ -28,7 +28,6 @@ MDE_FACTOR = (1.96 + 0.8416) / 1.96
 COLLAPSE = 0.95
 """A task is marked collapsed (‡) for a model that gives one answer to at least this share of its questions: its
 accuracy there is that answer's share of the gold answers, not a reading of the questions."""
-ARM_LABEL = {"causal": "causal-LoRA", "mas": "MAS-LoRA", "mas-ready": "MAS-LoRA from MAS-ready"}
 
 
 def _pct(x: float) -> str:
@@ -249,73 +248,6 @@ def _pair_rows(runs: dict, pairs: list[tuple[str, str, str]]) -> list[str]:
     return lines if len(lines) > 2 else ["(not evaluated yet)"]
 
 
-def _diagnostic_pairs(args) -> list[tuple[str, str, str]]:
-    pairs = [("base: MAS prefill vs causal", "base-causal-choice", "base-mas-choice"),
-             ("base: repeat baseline vs causal", "base-causal-choice", "base-causal-repeat-choice"),
-             ("base: MAS vs repeat baseline", "base-causal-repeat-choice", "base-mas-choice"),
-             ("base, qa prompt: MAS vs causal", "base-causal-choice-qa", "base-mas-choice-qa"),
-             ("base, qa prompt: MAS vs repeat", "base-causal-repeat-choice-qa", "base-mas-choice-qa"),
-             ("MAS-ready model (no study training) vs base causal", "base-causal-choice", "ready-mas-choice"),
-             ("base, options before the question: MAS vs causal", "base-causal-choice-before",
-              "base-mas-choice-before"),
-             ("base causal: options before vs after", "base-causal-choice", "base-causal-choice-before"),
-             ("base MAS: options before vs after", "base-mas-choice", "base-mas-choice-before")]
-    for seed in args.seeds:  # what the study's training adds to the model each arm starts from
-        pairs.append((f"causal-LoRA s{seed} vs its start (base model, causal)", "base-causal-choice",
-                      f"causal-s{seed}-choice"))
-        if "mas-ready" in args.arms:
-            pairs.append((f"{ARM_LABEL['mas-ready']} s{seed} vs its start (MAS-ready model)", "ready-mas-choice",
-                          f"mas-ready-s{seed}-choice"))
-    for seed in args.seeds:
-        for arm in args.arms:
-            pairs.append((f"{ARM_LABEL[arm]} s{seed}: options before vs after", f"{arm}-s{seed}-choice",
-                          f"{arm}-s{seed}-choice-before"))
-        pairs.append((f"s{seed}, options before the question: MAS-LoRA vs causal-LoRA", f"causal-s{seed}-choice-before",
-                      f"mas-s{seed}-choice-before"))
-    for protocol in ("loglik", "generate"):
-        for seed in args.seeds:
-            pairs.append((f"s{seed}, {protocol} (labels): MAS-LoRA vs causal-LoRA", f"causal-s{seed}-{protocol}",
-                          f"mas-s{seed}-{protocol}"))
-    pairs.append(("base, loglik (labels): MAS vs causal", "base-causal-loglik", "base-mas-loglik"))
-    return pairs
-
-
-def _recipe(out: Path, args, timing: dict) -> list[str]:
-    lines, recipe, kept = [], None, []
-    for seed in args.seeds:
-        for arm in args.arms:
-            folder = out / f"train-{arm}-s{seed}"
-            if (folder / "train_summary.json").exists():
-                t = json.loads((folder / "train_summary.json").read_text())
-                lines.append(f"- `train-{arm}-s{seed}`: {t['steps']} steps, {t['tokens_seen']:,} tokens, "
-                             f"{t['wall_s'] / 60:.0f} min of training ({t['tokens_per_s']} tokens/s, one thread), "
-                             f"mean train loss {t['train_loss']:.3f}; rows kept {t['data']['kept']}, dropped over "
-                             f"the cutoff {t['data']['dropped']}.")
-                recipe = t["recipe"]
-            elif (folder / "adapter" / "segmask.json").exists():  # an adapter kept without its training's output
-                kept.append(folder.name)
-                recipe = recipe or json.loads((folder / "adapter" / "segmask.json").read_text())["recipe"]
-    if kept:
-        lines.append("- " + ", ".join(f"`{k}`" for k in kept) + ": evaluated from the adapter alone (its training "
-                     "summary and loss curve are not in this output folder); recipe from its `segmask.json`.")
-    if lines:
-        lora = recipe["lora"]
-        lines[:0] = [f"- Recipe (every arm and seed): {recipe['max_examples']} rows drawn by a seeded shuffle of the "
-                     "mixed train sets " + ", ".join(Path(d).parent.name for d in recipe["data"]) + ", one pass; "
-                     f"prompt form `{recipe['prompt_form']}`, answer form `{recipe['answer_form']}` (the target is "
-                     f"\"the correct answer is <{'option text' if recipe['answer_form'] == 'text' else 'label'}>\"), "
-                     f"cutoff {recipe['cutoff']}; LoRA r={lora['r']}, "
-                     f"alpha={lora['alpha']}, dropout {lora['dropout']}, {'+'.join(lora['target_modules'])}; AdamW "
-                     f"lr {recipe['lr']}, {recipe['warmup_steps']} warmup steps, linear decay; micro batch "
-                     f"{recipe['batch_size']} × {recipe['grad_accum']}; loss on answer tokens only; float32, sdpa.",
-                     "- Within a seed the arms share rows, order, seed and LoRA init: `--mask` (and, for mas-ready, "
-                     "the starting weights `smollm2-135m-mas`) is the only difference."]
-    if timing:
-        lines.append("- Wall-clock per job (minutes, summed over sittings; one thread each, two jobs at a time on "
-                     "the 2-core CPU): " + ", ".join(f"{k} {v / 60:.0f}" for k, v in timing.items()) + ".")
-    return lines or ["(no training finished yet)"]
-
-
 def write_report(args, conds: dict) -> Path:
     """Write ``docs/RESULTS-commonsense.md`` and its PNGs from what has finished in ``args.out``."""
     out, docs = Path(args.out), Path(args.docs)
@@ -333,7 +265,7 @@ def write_report(args, conds: dict) -> Path:
              "one queue of jobs in priority order and resumes where it stopped. Every number below was measured; "
              f"{len(done)} of {len(queue)} jobs have finished, and what has not is listed at the end.", "",
              "## Headline: choice protocol, every example of the 7 test sets (6,189), MAS − causal", "",
-             *headline, "", "## Recipe and budget", "", *_recipe(out, args, timing), "",
+             *headline, "", "## Recipe and budget", "", *recipe_lines(out, args, timing), "",
              "## Accuracy per condition (choice unless named; %)", "", *_condition_table(runs, TASKS), ""]
     if args.curve_steps:
         lines += ["## Accuracy against training steps", "",
@@ -347,7 +279,7 @@ def write_report(args, conds: dict) -> Path:
         lines += ["", "`‡`: collapsed tasks at that step (one answer to at least "
                   f"{COLLAPSE:.0%} of the subset's questions), which carry the mean there."]
     lines += ["", "## Diagnostics: base model, repeat baseline, option order, label protocols", "",
-              *_pair_rows(runs, _diagnostic_pairs(args)), "", "`*` on examples both sides have so far.", "",
+              *_pair_rows(runs, diagnostic_pairs(args)), "", "`*` on examples both sides have so far.", "",
               "## What the models pick (choice: the position of the option picked; gold in parentheses)", ""]
     for name in [n for n in runs if n.endswith("-choice") and "step" not in n]:
         lines += [f"`{name}`{' (partial)' if runs[name]['partial'] else ''}:", "", "```",

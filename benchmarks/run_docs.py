@@ -21,8 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.doc_snippets import ROOT, all_docs, segmask_argv, shell_commands, snippets  # noqa: E402
+from segmask.bench.snippets import ROOT, all_docs, segmask_argv, shell_commands, snippets
 
 SEGMASK = Path(sys.executable).parent / "segmask"
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import httpx
 
+from segmask.bench import write_section
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "SERVING.md"
-BEGIN, END = "<!-- serve_load:begin -->", "<!-- serve_load:end -->"
 
 
 def one_token(url: str, model: str) -> tuple[float, int]:
@@ -137,14 +138,9 @@ def main() -> None:
     table += [f"| {load} | {h} | {t} |" for load, h, t in rows]
     print("\n".join(table))
     if not a.no_doc:
-        text = DOC.read_text()
-        body = "\n".join([BEGIN, f"`python benchmarks/serve_load.py` ({a.model}, float32, this 2-core CPU, "
-                          f"{time.strftime('%Y-%m-%d')}):", "", *table, END])
-        if BEGIN in text:
-            text = text[:text.index(BEGIN)] + body + text[text.index(END) + len(END):]
-        else:
-            raise SystemExit(f"{DOC} has no {BEGIN} marker")
-        DOC.write_text(text)
+        write_section(DOC, "serve_load", "\n".join([
+            f"`python benchmarks/serve_load.py` ({a.model}, float32, this 2-core CPU, {time.strftime('%Y-%m-%d')}):",
+            "", *table]))
         print(f"wrote {DOC}")
 
 

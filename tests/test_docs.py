@@ -30,7 +30,7 @@ from functools import cache
 import pytest
 import tomllib
 
-from tests.doc_snippets import (
+from segmask.bench.snippets import (
     NEEDS,
     ROOT,
     all_docs,
@@ -222,7 +222,7 @@ def test_the_checks_catch_what_they_are_for():
     assert command_error(["rm", "-rf", "x"]) == "unknown program 'rm'"
     assert command_error(["python", "-m", "no_such_pkg.server"]) == "no module no_such_pkg.server"
     assert command_error(["python", "-m", "no_such_pkg.server"], extra=True) is None
-    from tests.doc_snippets import Snippet
+    from segmask.bench.snippets import Snippet
 
     bad = Snippet("x.md", 1, "python", "import segmask\nsegmask.lod_model()\nprint(tok)\n", ())
     errors = python_errors(bad, set())

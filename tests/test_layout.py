@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "segmask"
-LAYERS = {"core": 1, "hf": 2, "generation": 3, "train": 4, "eval": 4, "serve": 4, "viz": 4, "vllm": 4, "cli": 5}
+LAYERS = {"core": 1, "hf": 2, "generation": 3, "train": 4, "eval": 4, "serve": 4, "viz": 4, "vllm": 4, "cli": 5,
+          "bench": 5}
 """Subpackage -> layer. A module may import its own subpackage and lower layers only; the facade modules
 ``segmask/__init__.py`` and ``__main__.py`` (layer 6) may import anything and nothing imports them."""
 FACADE_USERS = ("vllm",)
@@ -169,3 +170,71 @@ def test_public_names_resolve():
     assert {"segment_mask", "encode_chat", "enable", "load_model"} <= documented
     missing = [n for n in [*segmask.__all__, *documented] if not hasattr(segmask, n)]
     assert not missing
+
+
+# The benchmark scripts: the package's annex, held to the same rules. They import the package by its public modules
+# (no private ``_name``), each other without cycles, never edit ``sys.path`` (a script's own folder is on it when it
+# runs; tests get it from pytest's ``pythonpath``), and stay as small as the package's modules.
+BENCH = SRC.parents[1] / "benchmarks"
+SCRIPTS = {p.stem: p for p in sorted(BENCH.glob("*.py"))}
+
+
+def script_imports(path: Path) -> tuple[list[str], list[tuple[str, list[str], int]], list[int]]:
+    """(sibling scripts imported, segmask imports as (module, names, line), lines that touch ``sys.path``)."""
+    siblings, package, sys_path = [], [], []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Attribute) and node.attr == "path" and isinstance(node.value, ast.Name) \
+                and node.value.id == "sys":
+            sys_path.append(node.lineno)
+        modules = ([(node.module or "", [a.name for a in node.names])] if isinstance(node, ast.ImportFrom)
+                   else [(a.name, []) for a in node.names] if isinstance(node, ast.Import) else [])
+        for module, names in modules:
+            if module.split(".")[0] == "segmask":
+                package.append((module, names, node.lineno))
+            elif module.split(".")[0] in SCRIPTS or module == "tests" or module.startswith("tests."):
+                siblings.append(module.split(".")[0])
+    return siblings, package, sys_path
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_benchmarks_use_the_public_package_and_leave_sys_path_alone(script):
+    siblings, package, sys_path = script_imports(SCRIPTS[script])
+    assert not sys_path, f"benchmarks/{script}.py edits sys.path (lines {sys_path})"
+    assert "tests" not in siblings, f"benchmarks/{script}.py imports the test suite"
+    for module, names, line in package:
+        private = [n for n in [*module.split("."), *names] if n.startswith("_") and not n.startswith("__")]
+        assert not private, f"benchmarks/{script}.py line {line} imports private {private} of {module}"
+        assert module in MODULES or module.rsplit(".", 1)[0] in MODULES, \
+            f"benchmarks/{script}.py line {line}: no module {module}"
+
+
+def test_benchmarks_have_no_import_cycles_and_stay_small():
+    graph = {name: set(script_imports(path)[0]) - {name} for name, path in SCRIPTS.items()}
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    big = {n: p.read_text().count("\n") for n, p in SCRIPTS.items()}
+    assert not {n: k for n, k in big.items() if k > MAX_MODULE_LINES}, "benchmark scripts over 300 lines"
+
+
+def test_the_benchmark_checks_catch_what_they_forbid(tmp_path, monkeypatch):
+    (tmp_path / "a.py").write_text("import sys\nsys.path.insert(0, '.')\nfrom b import x\n")
+    (tmp_path / "b.py").write_text("from a import y\nfrom segmask.core.masks import _private\n")
+    monkeypatch.setattr(f"{__name__}.SCRIPTS", {p.stem: p for p in sorted(tmp_path.glob("*.py"))})
+    with pytest.raises(AssertionError, match="sys.path"):
+        test_benchmarks_use_the_public_package_and_leave_sys_path_alone("a")
+    with pytest.raises(AssertionError, match="private"):
+        test_benchmarks_use_the_public_package_and_leave_sys_path_alone("b")
+    with pytest.raises(AssertionError, match="cycle"):
+        test_benchmarks_have_no_import_cycles_and_stay_small()

@@ -172,3 +172,31 @@ def test_evaluate_choice_end_to_end(tok, models, tmp_path):
     before = evaluate(model, tok, "ARC-Easy", tmp_path, protocol="loglik", layout="before",
                       mask="causal-repeat", progress=False)
     assert before["settings"]["layout"] == "oq" and before["tasks"]["ARC-Easy"]["n"] == 2
+
+
+def test_evaluate_resumes_the_tasks_an_earlier_call_finished(tok, models, tmp_path, monkeypatch):
+    """A run cut short after some tasks continues with the rest: the finished tasks' rows are kept, not recomputed,
+    and the result equals one uninterrupted run; a resume with other settings is refused, naming the setting."""
+    import shutil
+
+    from segmask.eval import protocols
+
+    model, _ = models
+    for name, records in {"ARC-Easy": [ARC, ARC], "winogrande": [WINO], "boolq": [BOOLQ]}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "test.json").write_text(json.dumps([{**r, "output": "x"} for r in records]))
+    whole = evaluate(model, tok, "all", tmp_path, protocol="choice", mask="mas", progress=False, out_dir=tmp_path / "a")
+    assert sorted(p.name for p in (tmp_path / "a" / "parts").iterdir()) == ["ARC-Easy", "boolq", "winogrande"]
+    shutil.copytree(tmp_path / "a" / "parts", tmp_path / "b" / "parts")
+    shutil.rmtree(tmp_path / "b" / "parts" / "winogrande")  # cut short before winogrande finished
+    ran = []
+    runner = protocols.RUNNERS["choice"]
+    monkeypatch.setitem(protocols.RUNNERS, "choice", lambda m, t, task, *a, **k: ran.append(task.name) or
+                        runner(m, t, task, *a, **k))
+    resumed = evaluate(model, tok, "all", tmp_path, protocol="choice", mask="mas", progress=False,
+                       out_dir=tmp_path / "b", resume=True)
+    assert ran == ["winogrande"]
+    assert resumed["predictions"] == whole["predictions"] and resumed["tasks"] == whole["tasks"]
+    with pytest.raises(ValueError, match="layout 'data' there, 'oq' now"):
+        evaluate(model, tok, "all", tmp_path, protocol="choice", mask="mas", layout="before", progress=False,
+                 out_dir=tmp_path / "b", resume=True)

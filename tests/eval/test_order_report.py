@@ -1,12 +1,8 @@
 """The order study's statistics and plan (benchmarks/order_report.py, order_study.py): pooling over seeds against
 hand-computed values, the goal's verdict on made-up outcomes, every arm of a seed trained on the same rows."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 report = pytest.importorskip("order_report")
 study = pytest.importorskip("order_study")
 
@@ -53,8 +49,11 @@ def test_arms_of_a_seed_differ_only_in_mask_and_start():
             del out[i:i + 2]
         return out
     assert strip(mix[0]) == strip(mix[1]) == strip(mix[2])
+    markers = {j.marker: j.name for j in study.plan(args) if j.name.startswith("train-")}
     evals = [j for j in study.plan(args) if j.name.startswith("eval-") and j.needs]
-    assert all(j.needs in trains for j in evals)
+    assert evals and all(len(j.needs) == 1 and j.needs[0] in markers for j in evals)
+    # each adapter's evaluation waits on the training of that very arm and seed
+    assert all(markers[j.needs[0]].removeprefix("train-") in j.name for j in evals)
 
 
 def test_regimes_name_their_layouts_and_rows():

@@ -1,12 +1,9 @@
 """The study report's precision projection (benchmarks/report_commonsense.py: seed_precision)."""
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 report = pytest.importorskip("report_commonsense")
 
 

@@ -8,13 +8,10 @@ pipe, standard library only)."""
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 screenshot = pytest.importorskip("playground_screenshot")
 
 pytestmark = [

@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 NEEDS = {
     "network": "downloads a model or data (no network here)",
     "gpu": "needs a CUDA GPU",

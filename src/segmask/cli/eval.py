@@ -45,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-beams", type=int, default=4, help="beams for --protocol generate (1 = greedy)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--out", default=None, help="folder for predictions.jsonl and summary.json")
+    p.add_argument("--resume", action="store_true",
+                   help="with --out: keep the tasks an earlier run with the same settings finished there (OUT/parts/"
+                        "TASK, written as each task ends) and run the rest")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(run=run)
 
@@ -72,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from ..eval.tasks import default_data_dir, load_records, resolve_tasks
     from ..hf.models import load_model
 
+    if args.resume and not args.out:
+        raise ValueError("--resume continues the run in --out: give --out")
     chosen = settings(args)
     args.data_dir = args.data_dir or str(default_data_dir())
     for task in resolve_tasks(args.tasks, args.data_dir):  # a bad data file fails before the model loads
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         model, tokenizer, args.tasks, args.data_dir, protocol=args.protocol, mask=chosen["mask"], limit=args.limit,
         seed=args.seed, batch_size=args.batch_size, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
         prompt_form=chosen["prompt_form"], system=chosen["system"], layout=chosen["layout"],
-        out_dir=args.out, progress=not args.no_progress,
+        out_dir=args.out, progress=not args.no_progress, resume=args.resume,
         meta={"model": chosen["model"], "adapter": args.adapter},
     )
     print(f"model {chosen['model']}" + (f" + adapter {args.adapter}" if args.adapter else "")

@@ -16,16 +16,15 @@ and protocols see the same examples.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.files import read_json, read_jsonl
 from ..core.questions import normalize_layout
 from ..core.recipe import EVAL_MASKS, check_choice
+from .folders import finished_part, load_run, write_part, write_run
 from .protocols import PROTOCOLS, RUNNERS
 from .stats import accuracy, mcnemar_exact, paired_bootstrap, paired_comparison
 from .tasks import get_task, load_records, resolve_tasks
@@ -53,6 +52,7 @@ def evaluate(
     out_dir: str | Path | None = None,
     progress: bool = True,
     meta: dict | None = None,
+    resume: bool = False,
 ) -> dict:
     """Evaluate ``model`` on ``tasks`` (names, comma-separated string, or None/"all" for every task with data).
 
@@ -67,8 +67,12 @@ def evaluate(
             ``"Question: ...\\nAnswer:"``, no options listed).
         layout: ``"data"`` (the instruction as written) or an order of context, question and options
             (``questions.LAYOUTS``, e.g. ``"oq"``: options before the question; ``"qoc"``: context last).
-        out_dir: when given, write ``predictions.jsonl`` and ``summary.json`` there.
+        out_dir: when given, write ``predictions.jsonl`` and ``summary.json`` there, and each task's rows as it
+            finishes to ``out_dir/parts/TASK`` (a run folder of its own).
         meta: extra settings to record in the summary (e.g. model and adapter names).
+        resume: with ``out_dir``, keep the tasks an earlier call finished there (``parts/``) instead of running them
+            again; they must have been run with the same settings (``PART_SETTINGS``), else a ValueError names the
+            difference. A run cut short is the same call again.
 
     Returns:
         The summary dict: ``tasks`` {name: {acc, ci_low, ci_high, n, correct, picks, answers, (acc_norm ...)}},
@@ -88,9 +92,16 @@ def evaluate(
     if protocol == "generate":
         settings.update(num_beams=num_beams, max_new_tokens=max_new_tokens)
         runner_kwargs.update(num_beams=num_beams, max_new_tokens=max_new_tokens)
+    parts = Path(out_dir) / "parts" if out_dir is not None else None
+    done = {t.name: part for t in task_list if resume and parts and (part := finished_part(parts / t.name, settings))}
+
+    def keep(name: str, task_rows: list[dict], secs: float) -> None:
+        write_part(parts / name, summarize(task_rows, [name], protocol), task_rows, secs, settings)
+
     start = time.perf_counter()
-    rows = _predict(model, tokenizer, task_list, records, protocol, runner_kwargs, progress)
-    seconds = time.perf_counter() - start
+    rows = _predict(model, tokenizer, task_list, records, protocol, runner_kwargs, progress, done,
+                    on_task=keep if parts else None)
+    seconds = time.perf_counter() - start + sum(part[1] for part in done.values())
     summary = summarize(rows, [t.name for t in task_list], protocol)
     summary.update(settings=settings, seconds=seconds, examples_per_s=len(rows) / seconds if seconds else math.nan)
     if out_dir is not None:
@@ -100,9 +111,10 @@ def evaluate(
 
 
 def _predict(model: Any, tokenizer: Any, task_list: Sequence[Any], records: dict[str, list[dict]], protocol: str,
-             kwargs: dict, progress: bool) -> list[dict]:
-    """The prediction rows of every task by ``protocol``'s runner (called with ``kwargs``); MAS enabled on
-    ``model`` for the call when ``kwargs["mask"]`` needs it."""
+             kwargs: dict, progress: bool, done: dict | None = None, on_task=None) -> list[dict]:
+    """The prediction rows of every task by ``protocol``'s runner (called with ``kwargs``), the rows of ``done``
+    ({task: (rows, seconds)}) kept as they are; ``on_task(name, rows, seconds)`` as each task finishes. MAS is
+    enabled on ``model`` for the call when ``kwargs["mask"]`` needs it."""
     from ..hf.backend import is_enabled
     from ..hf.hook import disable, enable
 
@@ -110,12 +122,20 @@ def _predict(model: Any, tokenizer: Any, task_list: Sequence[Any], records: dict
     was_enabled = is_enabled(model)
     if mask == "mas" and not was_enabled:
         enable(model)
-    bar = _progress(sum(map(len, records.values())), progress)
+    done = done or {}
+    bar = _progress(sum(len(records[t.name]) for t in task_list if t.name not in done), progress)
     rows: list[dict] = []
     try:
         for task in task_list:
+            if task.name in done:
+                rows += done[task.name][0]
+                continue
             bar.set_description(task.name)
-            rows += RUNNERS[protocol](model, tokenizer, task, records[task.name], on_batch=bar.update, **kwargs)
+            start = time.perf_counter()
+            task_rows = RUNNERS[protocol](model, tokenizer, task, records[task.name], on_batch=bar.update, **kwargs)
+            rows += task_rows
+            if on_task:
+                on_task(task.name, task_rows, time.perf_counter() - start)
     finally:
         bar.close()
         if mask == "mas" and not was_enabled:
@@ -162,31 +182,6 @@ def _histogram(task: str, labels: Sequence[str | None]) -> dict[str, int]:
     other = [x for x in dict.fromkeys(labels) if x is not None and x not in known]
     counts = {label: labels.count(label) for label in [*known, *other]}
     return {**counts, **({"none": labels.count(None)} if None in labels else {})}
-
-
-def write_run(out_dir: str | Path, summary: dict, rows: list[dict]) -> None:
-    """Write ``predictions.jsonl`` and ``summary.json`` (without the rows) into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    body = {k: v for k, v in summary.items() if k != "predictions"}
-    (out / "summary.json").write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def load_run(run_dir: str | Path) -> tuple[dict, list[dict]]:
-    """(summary, prediction rows) of a run folder written by ``evaluate``."""
-    run = Path(run_dir)
-    if not (run / "summary.json").exists() or not (run / "predictions.jsonl").exists():
-        raise ValueError(f"{run} is not an eval run folder (needs summary.json and predictions.jsonl)")
-    summary = read_json(run / "summary.json", expect=dict)
-    rows = read_jsonl(run / "predictions.jsonl")
-    for n, row in enumerate(rows, 1):
-        missing = [k for k in ("task", "index") if k not in row]
-        if missing:
-            raise ValueError(f"{run / 'predictions.jsonl'}: row {n} has no {', '.join(missing)}")
-    return summary, rows
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, *, metric: str = "acc", n_boot: int = 10_000,

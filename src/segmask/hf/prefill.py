@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..core.cost import pair_flops, token_flops
 from ..core.masks import as_segment_ids, pad_segment_ids, segment_mask_rows, validate_segment_ids
 from ..core.runs import check_whole_segments, segment_continues
 from .backend import cache_kwarg, decoder, is_enabled, layer_kinds, past_length, unwrap
@@ -57,12 +58,7 @@ def cheaper_route(config: Any, bounds: list[int]) -> str:
 
 def pair_cost_tokens(config: Any) -> float:
     """Attention FLOPs of one query-key pair / projection + MLP FLOPs of one token (same in every layer)."""
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    hidden, inter = config.hidden_size, getattr(config, "intermediate_size", None) or 4 * config.hidden_size
-    per_token = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + 3 * hidden * inter
-    return 2 * heads * head_dim / per_token
+    return pair_flops(config) / token_flops(config)
 
 
 def chunk_bounds(segment_ids: torch.Tensor, start: int, end: int) -> list[int]:
