@@ -200,3 +200,6 @@ def test_evaluate_resumes_the_tasks_an_earlier_call_finished(tok, models, tmp_pa
     with pytest.raises(ValueError, match="layout 'data' there, 'oq' now"):
         evaluate(model, tok, "all", tmp_path, protocol="choice", mask="mas", layout="before", progress=False,
                  out_dir=tmp_path / "b", resume=True)
+    with pytest.raises(ValueError, match="adapter None there, 'other' now"):  # another model's parts are not kept
+        evaluate(model, tok, "all", tmp_path, protocol="choice", mask="mas", progress=False,
+                 out_dir=tmp_path / "b", resume=True, meta={"adapter": "other"})

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..core.files import read_json, read_jsonl
 
 PART_SETTINGS = ("protocol", "mask", "limit", "seed", "batch_size", "prompt_form", "system", "layout", "num_beams",
-                 "max_new_tokens")
+                 "max_new_tokens", "model", "adapter")
 """The settings a task finished by an earlier call must share to be kept by ``evaluate(..., resume=True)``."""
 
 
