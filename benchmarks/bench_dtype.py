@@ -4,7 +4,8 @@
     python benchmarks/bench_dtype.py --smoke            # one layer, one repetition: does it run
 
 Prints the median CPU time per call (one torch thread, process time, fp32 and bf16 interleaved) and the median of the
-per-repetition bf16 / fp32 ratios, measured side by side in one run. bf16 only pays where the CPU has bf16 matrix instructions (AVX512-BF16 or AMX); elsewhere it is emulated.
+per-repetition bf16 / fp32 ratios, measured side by side in one run. bf16 only pays where the CPU has bf16 matrix
+instructions (AVX512-BF16 or AMX); elsewhere it is emulated.
 """
 
 from __future__ import annotations

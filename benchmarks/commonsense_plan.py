@@ -72,7 +72,8 @@ def parse(argv=None, description: str | None = None) -> argparse.Namespace:
     p.add_argument("--docs", default=str(ROOT / "docs"))
     p.add_argument("--adapters", default=str(ROOT / "adapters"),
                    help="where finished adapters are copied in float16 as commonsense-ARM-sSEED (empty: skip)")
-    p.add_argument("--report", default="RESULTS-commonsense.md", help="report file name in --docs (plots take its stem)")
+    p.add_argument("--report", default="RESULTS-commonsense.md",
+                   help="report file name in --docs (plots take its stem)")
     p.add_argument("--notes", default=None, help="markdown file appended to the report's reading")
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]

@@ -246,7 +246,8 @@ def main(argv=None) -> int:
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    results = {"device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (smoke)", "torch": torch.__version__,
+    results = {"device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (smoke)",
+               "torch": torch.__version__,
                "transformers": transformers.__version__, "python": platform.python_version()}
     start, ok = time.time(), True
     parts = args.parts.split(",")

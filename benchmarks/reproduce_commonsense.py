@@ -22,8 +22,8 @@ CPU one thread per process is ~4x faster than two), logging into ``OUT/logs``. A
 needs has finished. Everything resumes: finished jobs (marker file) are skipped, a training cut short continues
 from its last checkpoint (``segmask train --resume``), an evaluation keeps every finished task (``segmask eval
 --resume``: ``OUT/eval/NAME/parts``). So a study that needs more CPU hours than one sitting is the same command
-rerun. ``OUT/timing.json`` holds the wall seconds per job, summed over sittings. Finished adapters are copied in float16 to ``adapters/
-commonsense-ARM-sSEED`` with data paths relative to the data folder.
+rerun. ``OUT/timing.json`` holds the wall seconds per job, summed over sittings. Finished adapters are copied in
+float16 to ``adapters/commonsense-ARM-sSEED`` with data paths relative to the data folder.
 
 ``OUT`` lives on the machine that ran the jobs. ``benchmarks/outcomes.py export`` keeps each finished evaluation's
 per-example picks in ``docs/outcomes`` and ``restore`` rebuilds the run folders from them on a new machine, so the

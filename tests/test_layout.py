@@ -1,6 +1,7 @@
 """The package's shape, as the README's "How the code is laid out" describes it: imports point one way between layers
 (core -> hf -> generation -> train/eval/serve/viz/vllm -> cli), with no cycle and no import of another module's
-private ``_name``; no module over 300 lines; no function over 60 lines (docstring not counted). Parsed with ``ast``, nothing imported."""
+private ``_name``; no module over 300 lines; no function over 60 lines (docstring not counted). Parsed with ``ast``,
+nothing imported."""
 
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ def imports(path: Path) -> list[tuple[str, list[str], int]]:
                 target = node.module or ""
             if target.split(".")[0] == "segmask":
                 names = [a.name for a in node.names]
-                submodules = [f"{target}.{n}" for n in names if (SRC.parent / f"{target}.{n}".replace(".", "/")).exists()
-                              or (SRC.parent / (f"{target}.{n}".replace(".", "/") + ".py")).exists()]
+                paths = {n: SRC.parent / f"{target}.{n}".replace(".", "/") for n in names}
+                submodules = [f"{target}.{n}" for n in names
+                              if paths[n].exists() or paths[n].with_name(paths[n].name + ".py").exists()]
                 found += [(m, [], node.lineno) for m in submodules]
                 if len(submodules) < len(names):
                     found.append((target, [n for n in names if f"{target}.{n}" not in submodules], node.lineno))

@@ -21,9 +21,9 @@ def test_show_prints_segments_and_mask(smollm2, capsys):
 @pytest.mark.slow
 @pytest.mark.real_model
 def test_demo_answers_with_the_adapted_model_and_the_original(smollm2, capsys):
-    """The mask, then the order study's adapters: causal, MAS, repetition (part 2), the shipped MAS-ready model under MAS next to the original
-    under causal prefill with the untuned MAS answer once (part 3), and a question scored by option text (part 4);
-    tests run from the repository root."""
+    """The mask, then the order study's adapters: causal, MAS, repetition (part 2), the shipped MAS-ready model under
+    MAS next to the original under causal prefill with the untuned MAS answer once (part 3), and a question scored
+    by option text (part 4); tests run from the repository root."""
     assert main(["demo", "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
     head, rest = out.split("--- where MAS matters")

@@ -30,9 +30,11 @@ def test_mask_and_prompt_form_default_from_adapter(tmp_path):
     assert (got["mask"], got["prompt_form"], got["layout"]) == ("mas", "commonsense", "qo")
     assert (settings(_args([]))["mask"], settings(_args([]))["layout"]) == ("mas", "data")
     # an adapter trained on a mix of layouts (or recorded under the older name) is evaluated as the data is laid out
-    (tmp_path / "segmask.json").write_text(json.dumps({"mask": "mas", "prompt_form": "commonsense", "recipe": {"layout": "cqo,qoc"}}))
+    (tmp_path / "segmask.json").write_text(json.dumps({"mask": "mas", "prompt_form": "commonsense",
+                                                       "recipe": {"layout": "cqo,qoc"}}))
     assert settings(_args(["--adapter", str(tmp_path)]))["layout"] == "data"
-    (tmp_path / "segmask.json").write_text(json.dumps({"mask": "mas", "prompt_form": "commonsense", "recipe": {"option_order": "before"}}))
+    (tmp_path / "segmask.json").write_text(json.dumps({"mask": "mas", "prompt_form": "commonsense",
+                                                       "recipe": {"option_order": "before"}}))
     assert settings(_args(["--adapter", str(tmp_path)]))["layout"] == "oq"
     with pytest.raises(ValueError, match="layout must be one of"):
         settings(_args(["--layout", "sideways"]))

@@ -153,7 +153,8 @@ def test_backward_reaches_lora_weights_and_matches_reference_gradients():
     from peft import LoraConfig, get_peft_model
 
     def lora_model():
-        model = get_peft_model(tiny_model("llama", "sdpa"), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+        model = get_peft_model(tiny_model("llama", "sdpa"),
+                               LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
         for name, p in model.named_parameters():  # LoRA B starts at zero; make it non-zero so A gets gradients too
             if "lora_B" in name:
                 torch.nn.init.normal_(p, std=0.1)

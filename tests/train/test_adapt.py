@@ -119,7 +119,8 @@ def test_adapt_lowers_kl_and_round_trips(tokenizer, tmp_path, monkeypatch):
 
     base = segmask.enable(tiny_model(tokenizer=tokenizer, initializer_range=0.3))
     before = kl_of(base, tokenizer, records)
-    adapted = segmask.enable(PeftModel.from_pretrained(tiny_model(tokenizer=tokenizer, initializer_range=0.3), summary["adapter"]).eval())
+    student = tiny_model(tokenizer=tokenizer, initializer_range=0.3)
+    adapted = segmask.enable(PeftModel.from_pretrained(student, summary["adapter"]).eval())
     after = kl_of(adapted, tokenizer, records)
     assert before > 0.05 and after < 0.6 * before
 
@@ -129,8 +130,8 @@ def test_adapt_lowers_kl_and_round_trips(tokenizer, tmp_path, monkeypatch):
 
     # --resume-like rerun: the teacher cache is read back, not regenerated
     monkeypatch.setattr("segmask.train.adapt.teacher_answers", lambda *a, **k: pytest.fail("teacher regenerated"))
-    again = adapt(AdaptConfig(**{**cfg.__dict__, "max_steps": 34, "resume": True}), model=tiny_model(tokenizer=tokenizer, initializer_range=0.3),
-                  tokenizer=tokenizer)
+    again = adapt(AdaptConfig(**{**cfg.__dict__, "max_steps": 34, "resume": True}),
+                  model=tiny_model(tokenizer=tokenizer, initializer_range=0.3), tokenizer=tokenizer)
     assert again["steps"] == 34
 
 

@@ -58,8 +58,8 @@ def run_sft(tok, tmp_path, mode: str, mask: str = "mas"):
                      learning_rate=1e-2, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
                      seed=0, bf16=False, **MODES[mode])  # TRL's default bf16 autocasts on CPU too
     lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
-    trainer = Recording(model=tiny_model(tokenizer=tok), args=args, train_dataset=mas_dataset(tok, ROWS), processing_class=tok,
-                        peft_config=lora, mask=mask)
+    trainer = Recording(model=tiny_model(tokenizer=tok), args=args, train_dataset=mas_dataset(tok, ROWS),
+                        processing_class=tok, peft_config=lora, mask=mask)
     trainer.train()
     return trainer, seen[0][0], seen[0][1], [loss for loss, _ in seen]
 
@@ -99,12 +99,14 @@ def test_bad_datasets_are_refused(tok, tmp_path):
 
     args = SFTConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, bf16=False, max_length=8)
     with pytest.raises(ValueError, match="train sample 0 has .* tokens, more than max_length 8"):
-        MASSFTTrainer(model=tiny_model(tokenizer=tok), args=args, train_dataset=mas_dataset(tok, ROWS), processing_class=tok)
+        MASSFTTrainer(model=tiny_model(tokenizer=tok), args=args, train_dataset=mas_dataset(tok, ROWS),
+                      processing_class=tok)
     plain = Dataset.from_dict({"input_ids": [[1, 2, 3]], "labels": [[-100, 2, 3]]})
     with pytest.raises(ValueError, match="no segment_ids column"):
         MASSFTTrainer(model=tiny_model(tokenizer=tok), args=args, train_dataset=plain, processing_class=tok)
     with pytest.raises(ValueError, match="mask must be one of"):
-        MASSFTTrainer(model=tiny_model(tokenizer=tok), args=args, train_dataset=plain, processing_class=tok, mask="bidi")
+        MASSFTTrainer(model=tiny_model(tokenizer=tok), args=args, train_dataset=plain, processing_class=tok,
+                      mask="bidi")
 
 
 @pytest.mark.parametrize("mode", ["padded", "padding-free"])

@@ -87,7 +87,8 @@ def test_xargs_override(vllm_engine, reference_model):
     chat = _chats("Override", 2)[1]
     prompt = encode_chat(tokenizer, chat)["input_ids"][0].tolist()
     ranges = [(2, 9), (12, len(prompt) - 5)]
-    outputs = vllm_engine.chat([chat, chat], [_params(False), _params(None, segmask_ranges=[2, 9, 12, len(prompt) - 5])],
+    outputs = vllm_engine.chat([chat, chat],
+                               [_params(False), _params(None, segmask_ranges=[2, 9, 12, len(prompt) - 5])],
                                use_tqdm=False)
     assert _mismatches(reference_model, outputs, [[], ranges]) == []
 

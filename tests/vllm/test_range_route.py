@@ -47,7 +47,8 @@ def hooked():
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(gpu_model_runner, "CommonAttentionMetadata", gpu_model_runner.CommonAttentionMetadata)
-        mp.setattr(flex_attention.FlexAttentionMetadataBuilder, "build", flex_attention.FlexAttentionMetadataBuilder.build)
+        builder = flex_attention.FlexAttentionMetadataBuilder
+        mp.setattr(builder, "build", builder.build)
         mp.setattr(flex_attention, "create_block_mask_compiled", create_block_mask)
         range_route.install()
         range_route.install()  # idempotent

@@ -10,5 +10,5 @@ from .queue import Job, matches, print_plan, run_queue, select
 from .shapes import SMOLLM2_135M, chat_segments, smollm2_shaped
 from .timing import interleaved, machine, mmm
 
-__all__ = ["Job", "SMOLLM2_135M", "chat_segments", "export_adapter", "interleaved", "machine", "matches", "mmm", "print_plan",
-           "read_section", "run_queue", "select", "smollm2_shaped", "write_section"]
+__all__ = ["Job", "SMOLLM2_135M", "chat_segments", "export_adapter", "interleaved", "machine", "matches", "mmm",
+           "print_plan", "read_section", "run_queue", "select", "smollm2_shaped", "write_section"]

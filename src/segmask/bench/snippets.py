@@ -1,8 +1,8 @@
 """The snippets and links of the Markdown docs (README.md, docs/*.md), for ``tests/test_docs.py`` (static checks) and
 ``benchmarks/run_docs.py`` (runs the cheap ones).
 
-A snippet is a fenced block opened with ```` ```bash ```` or ```` ```python ````; other fences (plain ```` ``` ````) hold
-program output and are not checked. A shell line is one logical line (``\\``-continuations joined); its ``# ...``
+A snippet is a fenced block opened with ```` ```bash ```` or ```` ```python ````; other fences (plain ```` ``` ````)
+hold program output and are not checked. A shell line is one logical line (``\\``-continuations joined); its ``# ...``
 comment may say ``needs: WHAT`` (one or more words of ``NEEDS``, comma separated) when the line cannot run in the
 quick check here; such a comment on a snippet's first line, or anywhere in a Python snippet, marks the whole snippet.
 A lone ``...`` word in a ``segmask`` command stands for "the other flags, as above" and is dropped before parsing.
@@ -64,7 +64,8 @@ def all_docs(include_skipped: bool = False) -> list[str]:
 
 
 def parse_needs(comment: str) -> tuple[str, ...]:
-    """The ``needs:`` words of one comment, e.g. ``("network", "gpu")``; unknown words are kept (the test flags them)."""
+    """The ``needs:`` words of one comment, e.g. ``("network", "gpu")``; unknown words are kept (the test flags
+    them)."""
     return tuple(w.strip() for m in _NEEDS.finditer(comment) for w in m.group(1).split(","))
 
 
@@ -95,7 +96,8 @@ def snippets(doc: str) -> list[Snippet]:
 
 
 def split_comment(line: str) -> tuple[str, str]:
-    """``(code, comment)`` of one shell line: the comment starts at the first ``#`` outside quotes that begins a word."""
+    """``(code, comment)`` of one shell line: the comment starts at the first ``#`` outside quotes that begins a
+    word."""
     quote = None
     for k, ch in enumerate(line):
         if quote:

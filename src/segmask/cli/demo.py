@@ -74,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {name:>16} -> {_answer(model, tokenizer, batch, mas, args.max_new_tokens)}")
         print()
     if not custom:
-        print("('MAS, NOT adapted' is the original model prefilled under MAS: it was trained causally, so bidirectional "
-              "prompt attention confuses it. `segmask adapt` fixes that without labelled data; docs/ADAPT.md has the "
-              "measurements. Both other columns come from a 135M model, and wrong answers in both are the model's "
-              "size, not MAS: docs/ADAPT.md measures how often each is right.)\n")
+        print("('MAS, NOT adapted' is the original model prefilled under MAS: it was trained causally, so "
+              "bidirectional prompt attention confuses it. `segmask adapt` fixes that without labelled data; "
+              "docs/ADAPT.md has the measurements. Both other columns come from a 135M model, and wrong answers in "
+              "both are the model's size, not MAS: docs/ADAPT.md measures how often each is right.)\n")
     _choice_part(model, tokenizer, mask="causal" if args.causal else "mas", adapter=None if custom else True)
     return 0
 

@@ -49,7 +49,8 @@ def text_prompt_prefix(tokenizer: Any) -> list[int]:
     return []
 
 
-def commonsense_pieces(record: Mapping[str, Any], *, with_answer: bool = False, eos_token: str | None = None) -> list[Piece]:
+def commonsense_pieces(record: Mapping[str, Any], *, with_answer: bool = False,
+                       eos_token: str | None = None) -> list[Piece]:
     """The paper's prompt for an LLM-Adapters record (``instruction``, optional ``input``, ``output``) as pieces.
 
     Args:

@@ -48,7 +48,8 @@ def finished_part(folder: Path, settings: dict) -> tuple[list[dict], float] | No
         return None
     summary, rows = load_run(folder)
     old = summary.get("settings", {})
-    differ = [f"{k} {old.get(k)!r} there, {settings.get(k)!r} now" for k in PART_SETTINGS if old.get(k) != settings.get(k)]
+    differ = [f"{k} {old.get(k)!r} there, {settings.get(k)!r} now" for k in PART_SETTINGS
+              if old.get(k) != settings.get(k)]
     if differ:
         raise ValueError(f"{folder} was evaluated with other settings ({'; '.join(differ)}): resume with the same "
                          "settings or use another output folder")

@@ -3,8 +3,8 @@
 Under MAS a segment attends bidirectionally to itself and causally to everything before it, never to what follows,
 so the keys and values of a prompt's leading segments (typically a long system prompt) depend only on those tokens.
 ``PrefixCache`` keeps them, keyed by the exact token ids and segment ids of the prefix, bounded in bytes, least
-recently used first out; ``generate`` with ``prefix_cache=cache`` (``segmask.generation``) (and the server) then prefill only
-the new segments.
+recently used first out; ``generate`` with ``prefix_cache=cache`` (``segmask.generation``) (and the server) then
+prefill only the new segments.
 
     >>> cache = PrefixCache(model, tokenizer, max_bytes=2**30)
     >>> out = generate(model, encode_chat(tok, [sys_msg, user_1]), prefix_cache=cache)   # cold: stores the system turn

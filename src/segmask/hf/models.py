@@ -147,7 +147,8 @@ def init_adapter_of(adapter: str | Path) -> Path | None:
     if not init:
         return None
     if not isinstance(init, str):
-        raise ValueError(f"{Path(adapter) / 'segmask.json'}: recipe.init_adapter must be a folder path, got {init!r:.60}")
+        raise ValueError(f"{Path(adapter) / 'segmask.json'}: recipe.init_adapter must be a folder path, "
+                         f"got {init!r:.60}")
     if not Path(init).is_dir():
         raise ValueError(f"{adapter} was trained on top of the adapter {init}, which is missing; restore it there")
     return Path(init)
