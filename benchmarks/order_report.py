@@ -18,6 +18,8 @@ from pathlib import Path
 from segmask.eval.stats import mcnemar_exact, paired_bootstrap
 
 OUTCOMES = Path(__file__).resolve().parents[1] / "docs" / "outcomes" / "order"
+COST = OUTCOMES / "prefill-cost.json"
+"""The prefill-cost measurement per layout (``measure_cost``), kept so the report regenerates without timing."""
 CHANCE = 0.25
 GOAL = {"diff": 0.05, "above_chance": 0.15, "gap_ratio": 1 / 3, "cost_ratio": 0.55}
 
@@ -84,14 +86,13 @@ def picks(run: dict) -> str:
     return " ".join(f"{k} {v}" for k, v in sorted(count.items())) + mark
 
 
-def prefill_cost(task: str, data_dir: Path, layouts: list[str], n: int = 48,
-                 reps: int = 3) -> tuple[list[str], dict[str, tuple[float, float]]]:
-    """Mean prompt tokens per mask and layout, and the prefill time of MAS, causal and repeat measured side by side
-    (interleaved, best of ``reps``) on ``n`` test prompts of the hard layouts, batch 8, one model. Returns the table's
-    lines and per layout (MAS / repeat tokens, MAS / repeat time)."""
+def measure_cost(task: str, data_dir: Path, layouts: list[str], n: int = 48, reps: int = 3) -> dict:
+    """Mean prompt tokens per mask and the prefill time of MAS, causal and repeat measured side by side (interleaved,
+    best of ``reps``) on ``n`` test prompts of each layout, batch 8, one model; kept in ``COST`` (merged with the
+    layouts measured before) so the report regenerates without timing anything."""
     import torch
 
-    from segmask.bench import interleaved
+    from segmask.bench import interleaved, machine
     from segmask.core.segments import collate
     from segmask.eval.prompts import prompt_example
     from segmask.eval.tasks import get_task, load_records
@@ -101,10 +102,7 @@ def prefill_cost(task: str, data_dir: Path, layouts: list[str], n: int = 48,
     model, tok = load_model("smollm2-135m-instruct")
     enable(model)
     records = load_records(get_task(task), data_dir, limit=n, seed=0)
-    lines = ["| layout | MAS tokens | causal tokens | repeat tokens | MAS s | causal s | repeat s "
-             "| MAS / repeat time |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    ratios = {}
+    kept = json.loads(COST.read_text()) if COST.exists() else {}
     for layout in layouts:
         examples = {m: [prompt_example(tok, r, mask=m, layout=layout) for r in records]
                     for m in ("mas", "causal", "causal-repeat")}
@@ -117,8 +115,22 @@ def prefill_cost(task: str, data_dir: Path, layouts: list[str], n: int = 48,
                     model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False, **kw)
 
         times = interleaved({m: (lambda e=e, m=m: prefill(e, m)) for m, e in examples.items()}, reps, base="causal")
-        best = {m: min(t["wall"]) for m, t in times.items()}
-        tokens = {m: sum(len(e) for e in exs) / len(exs) for m, exs in examples.items()}
+        kept[layout] = {"tokens": {m: sum(len(e) for e in exs) / len(exs) for m, exs in examples.items()},
+                        "seconds": {m: min(t["wall"]) for m, t in times.items()}, "prompts": n, "reps": reps,
+                        "machine": machine()}
+    COST.parent.mkdir(parents=True, exist_ok=True)
+    COST.write_text(json.dumps(kept, indent=1) + "\n")
+    return kept
+
+
+def cost_table(cost: dict, layouts: list[str]) -> tuple[list[str], dict[str, tuple[float, float]]]:
+    """The prefill-cost table's lines and per layout (MAS / repeat tokens, MAS / repeat time)."""
+    lines = ["| layout | MAS tokens | causal tokens | repeat tokens | MAS s | causal s | repeat s "
+             "| MAS / repeat time |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    ratios = {}
+    for layout in (x for x in layouts if x in cost):
+        tokens, best = cost[layout]["tokens"], cost[layout]["seconds"]
         lines.append(f"| {layout} | {tokens['mas']:.0f} | {tokens['causal']:.0f} | {tokens['causal-repeat']:.0f} | "
                      f"{best['mas']:.2f} | {best['causal']:.2f} | {best['causal-repeat']:.2f} | "
                      f"{best['mas'] / best['causal-repeat']:.2f} |")
@@ -197,8 +209,12 @@ def write_report(a) -> None:
                         out.append(f"- {arm} s{seed} {lay}: {picks(run)}")
         out.append("")
     cost_lines, ratios = [], {}
-    if getattr(a, "cost", True) and (Path(a.out) / "data" / a.task / "test.json").exists():
-        cost_lines, ratios = prefill_cost(a.task, Path(a.out) / "data", hard)
+    if getattr(a, "cost", True):
+        cost = json.loads(COST.read_text()) if COST.exists() else {}
+        missing = [h for h in hard if h not in cost or getattr(a, "measure_cost", False)]
+        if missing and (Path(a.out) / "data" / a.task / "test.json").exists():
+            cost = measure_cost(a.task, Path(a.out) / "data", missing)
+        cost_lines, ratios = cost_table(cost, hard)
     out += verdict(a, verdict_rows, easy, seeds, repeat_rows, ratios)
     if cost_lines:
         out += ["## Prefill cost", "",

@@ -79,3 +79,13 @@ def test_verdict_against_repetition_needs_accuracy_and_cost():
     assert "part of the goal not met" in say([("easy", "qoc", far)], {"qoc": (0.51, 0.50)})  # not as accurate
     text = say([("easy", "qoc", close)], {})
     assert "not measured" in text and "part of the goal not met" in text
+
+
+def test_cost_table_reads_the_kept_measurement():
+    """The prefill-cost table comes from the kept measurement (no timing): ratios MAS / repeat per layout, layouts
+    never measured left out."""
+    cost = {"qoc": {"tokens": {"mas": 100.0, "causal": 100.0, "causal-repeat": 200.0},
+                    "seconds": {"mas": 1.0, "causal": 1.0, "causal-repeat": 2.5}}}
+    lines, ratios = report.cost_table(cost, ["qoc", "coq"])
+    assert ratios == {"qoc": (0.5, 0.4)}
+    assert lines[2] == "| qoc | 100 | 100 | 200 | 1.00 | 1.00 | 2.50 | 0.40 |" and len(lines) == 3
