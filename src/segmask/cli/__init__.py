@@ -19,7 +19,7 @@ import argparse
 import importlib
 import sys
 
-from ..core.recipe import BASE_MODEL, DEFAULT_MODEL
+from ..core.recipe import BASE_MODEL, DEFAULT_MODEL, Recipe
 
 COMMANDS = {
     "demo": "segmask.cli.demo",
@@ -84,7 +84,8 @@ def describe_error(err: BaseException) -> str:
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that loads a model (resolve them with ``chosen_model``/``chosen_mask``)."""
+    """Options shared by every command that loads a model (resolve them with ``chosen_recipe``, ``chosen_model``
+    and ``chosen_mask``)."""
     parser.add_argument("--model", default=None,
                         help=f"embedded name, HF id or local path (default: {DEFAULT_MODEL}, SmolLM2-135M-Instruct "
                              f"made MAS-ready by segmask adapt; with --causal: {BASE_MODEL} as published; "
@@ -98,32 +99,40 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="plain causal prefill (and, without --model, the causally trained base model)")
 
 
-def chosen_model(args: argparse.Namespace) -> str:
-    """The model a command loads: ``--model``; else the ``--adapter``'s recorded base model; else the causal base
-    with ``--causal``; else the MAS-ready default."""
+def chosen_recipe(args: argparse.Namespace) -> Recipe:
+    """The recipe of a model-loading command, its ``--adapter``'s segmask.json read once: mask ``"causal"`` with
+    ``--causal``, else the adapter's trained mask, else ``"mas"`` (``segmask.core.recipe.choose_mask``). Pass it to
+    ``chosen_model``, ``chosen_mask`` and ``load_chosen`` so the file is not read again."""
     from ..core.recipe import resolve_adapter
 
+    return resolve_adapter(getattr(args, "adapter", None), "causal" if getattr(args, "causal", False) else None)
+
+
+def chosen_model(args: argparse.Namespace, recipe: Recipe | None = None) -> str:
+    """The model a command loads: ``--model``; else the ``--adapter``'s recorded base model; else the causal base
+    with ``--causal``; else the MAS-ready default. ``recipe``: ``chosen_recipe(args)`` when already read."""
     if args.model:
         return args.model
     if getattr(args, "adapter", None):
-        return resolve_adapter(args.adapter).base_model or BASE_MODEL
+        return (recipe or chosen_recipe(args)).base_model or BASE_MODEL
     return BASE_MODEL if getattr(args, "causal", False) else DEFAULT_MODEL
 
 
-def chosen_mask(args: argparse.Namespace) -> str:
-    """``"causal"`` with ``--causal``; else the ``--adapter``'s trained mask (its ``segmask.json``); else ``"mas"``."""
-    from ..core.recipe import resolve_adapter
-
-    mask = resolve_adapter(getattr(args, "adapter", None), "causal" if getattr(args, "causal", False) else None).mask
+def chosen_mask(args: argparse.Namespace, recipe: Recipe | None = None) -> str:
+    """``"causal"`` with ``--causal``; else the ``--adapter``'s trained mask (its ``segmask.json``); else ``"mas"``.
+    ``recipe``: ``chosen_recipe(args)`` when already read."""
+    mask = (recipe or chosen_recipe(args)).mask
     return "causal" if mask == "causal-repeat" else mask  # a repeat-trained adapter generates causally (no repeat)
 
 
-def load_chosen(args: argparse.Namespace) -> tuple:
-    """``(model, tokenizer)`` of ``chosen_model(args)`` (+ ``--adapter``) with MAS enabled; sets ``args.model``."""
+def load_chosen(args: argparse.Namespace, recipe: Recipe | None = None) -> tuple:
+    """``(model, tokenizer)`` of ``chosen_model(args)`` (+ ``--adapter``) with MAS enabled; sets ``args.model``.
+    ``recipe``: ``chosen_recipe(args)`` when already read (the adapter's segmask.json is then not read again)."""
     from ..hf.hook import enable
     from ..hf.models import load_model
 
-    args.model = chosen_model(args)
+    recipe = recipe or chosen_recipe(args)
+    args.model = chosen_model(args, recipe)
     model, tokenizer = load_model(args.model, dtype=args.dtype, attn_implementation=args.attn, device=args.device,
-                                  adapter=args.adapter)
+                                  adapter=args.adapter, recipe=recipe)
     return enable(model), tokenizer

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import add_model_args, chosen_mask, load_chosen
+from . import add_model_args, chosen_mask, chosen_recipe, load_chosen
 from .generate import add_generation_args, decoding_kwargs
 
 
@@ -33,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
     from ..generation.conversation import Conversation
     from ..viz.ascii import describe_segments
 
-    model, tokenizer = load_chosen(args)
-    causal = chosen_mask(args) == "causal"
+    recipe = chosen_recipe(args)
+    model, tokenizer = load_chosen(args, recipe)
+    causal = chosen_mask(args, recipe) == "causal"
     kwargs = decoding_kwargs(args, tokenizer)
     torch.manual_seed(args.seed)
     new_chat = lambda: Conversation(model, tokenizer, system=args.system or None, causal=causal)  # noqa: E731

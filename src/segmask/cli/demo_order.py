@@ -38,7 +38,7 @@ def load_arm(name: str, args: Any) -> tuple[Any, Any, str]:
     folder = shipped_adapter(ADAPTERS[name])
     recipe = resolve_adapter(folder)
     model, tokenizer = load_model(recipe.base_model, dtype=args.dtype, attn_implementation=args.attn,
-                                  device=args.device, adapter=str(folder))
+                                  device=args.device, adapter=str(folder), recipe=recipe)
     return enable(model).eval(), tokenizer, recipe.mask
 
 

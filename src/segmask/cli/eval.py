@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.recipe import CHOICE_PROMPT_FORMS, EVAL_MASKS
+from ..core.recipe import BASE_MODEL, CHOICE_PROMPT_FORMS, DEFAULT_MODEL, EVAL_MASKS, Recipe, resolve_adapter
 from . import add_model_args
 
 
@@ -52,15 +52,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def settings(args: argparse.Namespace) -> dict:
-    """Resolve mask, prompt form, option order, system message and base model from the flags and the adapter's
-    segmask.json."""
+def settings(args: argparse.Namespace, adapter: Recipe | None = None) -> dict:
+    """Resolve mask, prompt form, layout, system message and base model from the flags and the adapter's
+    segmask.json (``adapter``: ``resolve_adapter(args.adapter)`` when already read)."""
     from ..core.questions import normalize_layout
-    from ..core.recipe import BASE_MODEL, DEFAULT_MODEL, resolve_adapter
 
     if args.causal and args.mask not in (None, "causal"):
         raise ValueError(f"--causal contradicts --mask {args.mask}")
-    recipe = resolve_adapter(args.adapter, "causal" if args.causal else args.mask, args.prompt_form)
+    recipe = (adapter or resolve_adapter(args.adapter)).choose("causal" if args.causal else args.mask,
+                                                               args.prompt_form)
     mask, prompt_form = recipe.mask, recipe.prompt_form
     system = args.system if args.system is not None else recipe.training.get("system")
     trained = recipe.training.get("layout") or recipe.training.get("option_order")
@@ -77,12 +77,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume and not args.out:
         raise ValueError("--resume continues the run in --out: give --out")
-    chosen = settings(args)
+    adapter = resolve_adapter(args.adapter)  # its segmask.json, read once for the settings and the load
+    chosen = settings(args, adapter)
     args.data_dir = args.data_dir or str(default_data_dir())
     for task in resolve_tasks(args.tasks, args.data_dir):  # a bad data file fails before the model loads
         load_records(task, args.data_dir, limit=args.limit, seed=args.seed)
     model, tokenizer = load_model(chosen["model"], dtype=args.dtype, attn_implementation=args.attn,
-                                  device=args.device, adapter=args.adapter)
+                                  device=args.device, adapter=args.adapter, recipe=adapter)
     summary = evaluate(
         model, tokenizer, args.tasks, args.data_dir, protocol=args.protocol, mask=chosen["mask"], limit=args.limit,
         seed=args.seed, batch_size=args.batch_size, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import add_model_args, chosen_mask, load_chosen
+from . import add_model_args, chosen_mask, chosen_recipe, load_chosen
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
@@ -108,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
     requests = read_requests(args)
     if any(not s for s in args.stop):
         raise ValueError("--stop needs a non-empty string")
-    model, tokenizer = load_chosen(args)
-    causal = chosen_mask(args) == "causal"
+    recipe = chosen_recipe(args)
+    model, tokenizer = load_chosen(args, recipe)
+    causal = chosen_mask(args, recipe) == "causal"
     kwargs = decoding_kwargs(args, tokenizer)
     kwargs.pop("tokenizer", None)  # generate takes it as its own argument below
     kwargs["num_return_sequences"] = args.num_return_sequences

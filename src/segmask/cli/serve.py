@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_model_args, chosen_mask, chosen_model
+from . import add_model_args, chosen_mask, chosen_model, chosen_recipe
 from .config_args import add_config_args, config_from_namespace
 
 UNITS = {"batch_wait_s": ("batch_wait_ms", 1000), "prefix_cache_bytes": ("prefix_cache_mb", 2**-20)}
@@ -36,12 +36,13 @@ def run(args: argparse.Namespace) -> int:
     from ..serve.app import ServeConfig, create_app
     from ..serve.front import front_options
 
-    args.model = chosen_model(args)
+    recipe = chosen_recipe(args)  # the adapter's segmask.json, read once
+    args.model = chosen_model(args, recipe)
     config = config_from_namespace(ServeConfig, args, units=UNITS, model_name=args.served_model_name or args.model,
-                                   mas=chosen_mask(args) == "mas", model_path=args.model, adapter=args.adapter,
+                                   mas=chosen_mask(args, recipe) == "mas", model_path=args.model, adapter=args.adapter,
                                    default_max_tokens=min(args.default_max_tokens, args.max_tokens))
     model, tokenizer = load_model(args.model, dtype=args.dtype, attn_implementation=args.attn, device=args.device,
-                                  adapter=args.adapter)
+                                  adapter=args.adapter, recipe=recipe)
     print(f"segmask serve: {config.model_name} ({'MAS' if config.mas else 'causal'} prefill) "
           f"on http://{args.host}:{args.port}/v1", flush=True)
     uvicorn.run(create_app(model, tokenizer, config), host=args.host, port=args.port, log_level=args.log_level,

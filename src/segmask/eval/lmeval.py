@@ -63,17 +63,17 @@ class SegmaskLM(LM):
         from ..hf.hook import enable
         from ..hf.models import load_model
 
-        mask = resolve_adapter(adapter, mask).mask
-        check_choice("mask", mask, MASKS)
+        recipe = resolve_adapter(adapter, mask)  # the adapter's segmask.json, read once for the mask and the load
+        check_choice("mask", recipe.mask, MASKS)
         check_choice("segments", segments, SEGMENTS)
         if isinstance(pretrained, str):
             self.model, self.tokenizer = load_model(pretrained, dtype=dtype, attn_implementation=attn_implementation,
-                                                    device=_device(device), adapter=adapter)
+                                                    device=_device(device), adapter=adapter, recipe=recipe)
         else:  # an already loaded model (tests, notebooks); its tokenizer must come along
             if tokenizer is None:
                 raise ValueError("pass tokenizer=... together with a model object as pretrained")
             self.model, self.tokenizer = pretrained.eval(), tokenizer
-        self.mas, self.segments, self.delimiter = mask == "mas", segments, delimiter
+        self.mas, self.segments, self.delimiter = recipe.mas, segments, delimiter
         if self.mas:
             enable(self.model)
         self.batch_size = 8 if batch_size in (None, "auto") else int(str(batch_size).split(":")[0])

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..core.recipe import BASE_MODEL, DEFAULT_MODEL, GEMMA3_MODEL, MAS_MODEL
+from ..core.recipe import BASE_MODEL, DEFAULT_MODEL, GEMMA3_MODEL, MAS_MODEL, Recipe, resolve_adapter
 
 # MAS-ready embedded names: name -> (embedded base model, shipped adapter folder under adapters/)
 MAS_READY = {MAS_MODEL: (BASE_MODEL, "smollm2-135m-mas-chat")}
@@ -138,17 +138,14 @@ def merge_adapter(model: torch.nn.Module, folder: str | Path) -> torch.nn.Module
     return PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
 
 
-def init_adapter_of(adapter: str | Path) -> Path | None:
-    """The adapter that ``adapter`` was trained on top of (``recipe.init_adapter`` in its segmask.json), if any."""
-    from ..core.recipe import load_adapter_config
+def init_adapter_of(adapter: str | Path, recipe: Recipe | None = None) -> Path | None:
+    """The adapter that ``adapter`` was trained on top of (``recipe.init_adapter`` in its segmask.json), if any.
 
-    init = load_adapter_config(adapter).get("recipe", {}) or {}
-    init = init.get("init_adapter")
+    ``recipe``: the adapter's ``resolve_adapter(adapter)`` when the caller has read it already (not read again).
+    """
+    init = (recipe or resolve_adapter(adapter)).init_adapter
     if not init:
         return None
-    if not isinstance(init, str):
-        raise ValueError(f"{Path(adapter) / 'segmask.json'}: recipe.init_adapter must be a folder path, "
-                         f"got {init!r:.60}")
     if not Path(init).is_dir():
         raise ValueError(f"{adapter} was trained on top of the adapter {init}, which is missing; restore it there")
     return Path(init)
@@ -172,6 +169,7 @@ def load_model(
     attn_implementation: str = "sdpa",
     device: str | torch.device = "cpu",
     adapter: str | None = None,
+    recipe: Recipe | None = None,
 ) -> tuple[torch.nn.Module, Any]:
     """Load ``(model, tokenizer)`` in eval mode, with MAS hooks not yet enabled (call ``segmask.enable(model)``).
 
@@ -185,6 +183,8 @@ def load_model(
         attn_implementation: ``"sdpa"``, ``"eager"`` or ``"flex_attention"`` (the backends MAS supports).
         device: where to put the model.
         adapter: optional folder of a PEFT (LoRA) adapter to load on top.
+        recipe: the adapter's recipe as the caller read it (``segmask.core.recipe.resolve_adapter(adapter)``), so
+            its segmask.json is not read a second time; read here when None.
     """
     from transformers import AutoModelForCausalLM
 
@@ -196,7 +196,7 @@ def load_model(
     if name_or_path in MAS_READY:
         model = merge_adapter(model, shipped_adapter(MAS_READY[name_or_path][1]))
     if adapter is not None:
-        init = init_adapter_of(adapter)
+        init = init_adapter_of(adapter, recipe)
         if init is not None:
             model = merge_adapter(model, init)
         from peft import PeftModel

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..core.recipe import CONFIG_NAME, EVAL_MASKS, PROMPT_FORMS, VERSION, check_choice, load_adapter_config
+from ..core.recipe import CONFIG_NAME, EVAL_MASKS, PROMPT_FORMS, VERSION, check_choice, resolve_adapter
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -125,17 +125,19 @@ def load_adapter(
     """Load base model + adapter; enable MAS when the adapter was trained with it. Returns (model, tokenizer, cfg).
 
     ``base_model`` defaults to the one recorded in ``segmask.json`` (else the PEFT config's base model path).
+    An adapter without a recorded mask (a plain PEFT adapter) is loaded causal, as published
+    (``choose_mask``'s ``default="causal"``); ``cfg`` is its segmask.json (``{}`` without one), read once.
     """
     from ..hf.hook import enable
     from ..hf.models import load_model
 
-    cfg = load_adapter_config(folder)
-    base = base_model or cfg.get("base_model") or _peft_base(folder)
+    recipe = resolve_adapter(folder, default_mask="causal")
+    base = base_model or recipe.base_model or _peft_base(folder)
     model, tokenizer = load_model(base, dtype=dtype, attn_implementation=attn_implementation, device=device,
-                                  adapter=str(folder))
-    if cfg.get("mask") == "mas":
+                                  adapter=str(folder), recipe=recipe)
+    if recipe.mas:
         enable(model)
-    return model, tokenizer, cfg
+    return model, tokenizer, recipe.config
 
 
 def _peft_base(folder: str | Path) -> str:

