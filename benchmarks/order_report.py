@@ -243,8 +243,8 @@ def verdict(a, rows, easy: str, seeds: list[str], repeat_rows=(), ratios=None) -
              f"≥ {100 * GOAL['above_chance']:.0f} pp above chance, and MAS's order gap ≤ 1/3 of causal's.", ""]
     met = False
     for regime, lay, res, runs in rows:
-        def mean_acc(arm, layout, runs=runs):
-            vals = [acc(r[layout]) for r in runs[arm] if r and r.get(layout)]
+        def mean_acc(arm, layout, runs=runs, lay=lay):  # over the seeds evaluated on both this layout and the easy one
+            vals = [acc(r[layout]) for r in runs[arm] if r and r.get(lay) and r.get(easy)]
             return sum(vals) / len(vals) if vals else None
         gaps = {arm: (mean_acc(arm, lay) - mean_acc(arm, easy))
                 if mean_acc(arm, lay) is not None and mean_acc(arm, easy) is not None else None

@@ -89,3 +89,14 @@ def test_cost_table_reads_the_kept_measurement():
     lines, ratios = report.cost_table(cost, ["qoc", "coq"])
     assert ratios == {"qoc": (0.5, 0.4)}
     assert lines[2] == "| qoc | 100 | 100 | 200 | 1.00 | 1.00 | 2.50 | 0.40 |" and len(lines) == 3
+
+
+def test_order_gap_compares_the_same_seeds():
+    """A layout evaluated on one seed only is compared with the easy layout of that seed, not the mean of both."""
+    args = type("A", (), {})()
+    rows = lambda *flags: {"cqo": run(flags[0]), **({"qco": run(flags[1])} if len(flags) > 1 else {})}  # noqa: E731
+    runs = {"causal": [rows([1] * 100, [1] * 50 + [0] * 50), rows([1] * 100)],
+            "mas-ready": [rows([1] * 80 + [0] * 20, [1] * 70 + [0] * 30), rows([1] * 20 + [0] * 80)]}
+    res = report.pooled([runs["causal"][0]["qco"]], [runs["mas-ready"][0]["qco"]])
+    text = "\n".join(report.verdict(args, [("easy", "qco", res, runs)], "cqo", ["42", "43"]))
+    assert "order gap MAS-ready -10.0 vs causal -50.0 (yes)" in text  # seed 43's 20% cqo left out
