@@ -18,6 +18,8 @@ import statistics
 import time
 from collections.abc import Callable
 
+from ..core.recipe import check_choice
+
 
 def interleaved(fns: dict[str, Callable[[], object]], reps: int, base: str,
                 sync: Callable[[], object] | None = None, warmup: int = 0) -> dict[str, dict[str, list[float]]]:
@@ -29,8 +31,7 @@ def interleaved(fns: dict[str, Callable[[], object]], reps: int, base: str,
     Returns:
         {name: {"cpu": [s], "wall": [s], "cpu_ratio": [time / base time of the same rep], "wall_ratio": [...]}}.
     """
-    if base not in fns:
-        raise ValueError(f"base {base!r} is not one of the timed functions {list(fns)}")
+    check_choice("base", base, tuple(fns))  # one of the timed functions
     names = list(fns)
     for _ in range(warmup):
         for n in names:

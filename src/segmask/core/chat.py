@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from .recipe import check_choice
 from .segments import Batch, Example, Piece, collate, encode_pieces, pad_token_id
 
 SEGMENT_ROLES = ("system", "developer", "user", "tool")
@@ -148,9 +149,7 @@ def validate_messages(messages: Any, where: str = "sample 0") -> None:
     for j, msg in enumerate(messages):
         if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
             raise ValueError(f"{where}, message {j}: expected a dict with 'role' and 'content', got {msg!r:.200}")
-        if msg["role"] not in SEGMENT_ROLES + CAUSAL_ROLES:
-            raise ValueError(f"{where}, message {j}: unknown role {msg['role']!r:.60} "
-                             f"(expected one of {SEGMENT_ROLES + CAUSAL_ROLES})")
+        check_choice("role", msg["role"], SEGMENT_ROLES + CAUSAL_ROLES, f"{where}, message {j}: ")
         content = msg["content"]
         if not isinstance(content, str):
             raise ValueError(f"{where}, message {j}: content must be a string")

@@ -81,7 +81,12 @@ class Recipe:
         return resolve_adapter(self.folder, mask, prompt_form, default_mask=default_mask, config=self.config)
 
 
-def choice_error(name: str, value: Any, allowed: tuple, show: Callable[[Any], str] = repr) -> str | None:
+def shown(value: Any) -> str:
+    """``repr(value)`` cut to 60 characters: a bad value as an error message quotes it."""
+    return f"{value!r:.60}"
+
+
+def choice_error(name: str, value: Any, allowed: tuple, show: Callable[[Any], str] = shown) -> str | None:
     """``"NAME must be one of (...), got VALUE"`` when ``value`` is not one of ``allowed`` (None when it is): the one
     wording of a bad choice, for callers that report it in their own form (an HTTP 400); ``show`` writes the value."""
     return None if value in allowed else f"{name} must be one of {allowed}, got {show(value)}"

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .recipe import check_choice
 from .runs import CAUSAL
 
 IGNORE_INDEX = -100
@@ -183,8 +184,7 @@ def collate(
     """
     if not examples:
         raise ValueError("no examples to collate")
-    if padding_side not in ("left", "right"):
-        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    check_choice("padding_side", padding_side, ("left", "right"))
     for i, ex in enumerate(examples):
         if len(ex) == 0:
             raise ValueError(f"sample {i} is empty")

@@ -17,7 +17,7 @@ from typing import Any
 from ..core.chat import chat_pieces
 from ..core.masks import CAUSAL
 from ..core.questions import normalize_layout, rewrite_record
-from ..core.recipe import PROMPT_FORMS
+from ..core.recipe import PROMPT_FORMS, check_choice
 from ..core.segments import IGNORE_INDEX, Example, Piece, encode_pieces
 from ..core.templates import ANSWER_LEAD, commonsense_pieces, mask_pieces, text_prompt_prefix
 
@@ -41,13 +41,12 @@ def prompt_pieces(tokenizer: Any, record: Mapping[str, Any], prompt_form: str = 
     """
     if normalize_layout(layout) != "data":
         record = rewrite_record(record, layout=layout)
+    check_choice("prompt_form", prompt_form, PROMPT_FORMS)
     if prompt_form == "commonsense":
         return commonsense_pieces(record)
-    if prompt_form == "chat":
-        content = record["instruction"] + (f"\n\n{record['input']}" if record.get("input") else "")
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
-        return chat_pieces(tokenizer, messages, True)
-    raise ValueError(f"prompt_form must be one of {PROMPT_FORMS}, got {prompt_form!r}")
+    content = record["instruction"] + (f"\n\n{record['input']}" if record.get("input") else "")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
+    return chat_pieces(tokenizer, messages, True)
 
 
 def prompt_prefix(tokenizer: Any, prompt_form: str) -> list[int]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.chat import CAUSAL_ROLES, SEGMENT_ROLES
+from ..core.recipe import MASKS, choice_error
 from ..generation.sampling import MAX_SEED, MAX_TOP_LOGPROBS, MIN_TEMPERATURE
 
 # Accepted and without effect on the completion (bookkeeping on OpenAI's side).
@@ -31,7 +32,6 @@ NEUTRAL: dict[str, tuple] = {
 }
 IMPLEMENTED = ("model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stream",
                "stream_options", "stop", "seed", "logprobs", "top_logprobs", "mask")
-MASKS = ("mas", "causal")  # the prefill a request may ask for with "mask" (segmask's own field; default: the server's)
 MESSAGE_KEYS = ("role", "content", "name", "tool_call_id", "refusal", "annotations")  # name etc.: not rendered
 MESSAGE_REFUSED = ("tool_calls", "function_call", "audio")
 
@@ -137,8 +137,9 @@ def _mask(data: dict, config: Any) -> str:
     (``mas`` False: the model was not loaded for MAS, nor its hooks enabled) refuses ``"mas"``."""
     server = "mas" if getattr(config, "mas", True) else "causal"
     mask = _get(data, "mask", server)
-    if not isinstance(mask, str) or mask not in MASKS:
-        raise ApiError(400, f"'mask' must be one of {MASKS}, got {show(mask)}", param="mask")
+    error = choice_error("'mask'", mask, MASKS, show)
+    if error:
+        raise ApiError(400, error, param="mask")
     if mask == "mas" and server == "causal":
         raise ApiError(400, "'mask': 'mas' is not available: this server prefills causally (segmask serve "
                        "--causal); only 'causal' is", param="mask", code="unsupported_parameter")
@@ -235,9 +236,9 @@ def _message(i: int, msg: Any) -> dict:
             raise ApiError(400, f"{where}: unknown field {show(key)}", param=f"{where}.{_name(key)}",
                            code="unknown_parameter")
     role, content = msg.get("role"), msg.get("content")
-    if not isinstance(role, str) or role not in SEGMENT_ROLES + CAUSAL_ROLES:
-        raise ApiError(400, f"{where}.role {show(role)} is not one of {SEGMENT_ROLES + CAUSAL_ROLES}",
-                       param=f"{where}.role")
+    error = choice_error(f"{where}.role", role, SEGMENT_ROLES + CAUSAL_ROLES, show)
+    if error:
+        raise ApiError(400, error, param=f"{where}.role")
     if isinstance(content, list):
         if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
                    for p in content):

@@ -122,8 +122,7 @@ def encode_record(
 ) -> Example:
     """One training row -> ``Example`` with answer-only labels (see the module docstring for the forms, the answer
     form and the layout); ``mask="causal-repeat"`` reads the prompt's question part twice (``mask_pieces``)."""
-    if form not in PROMPT_FORMS:
-        raise ValueError(f"unknown prompt form {form!r} (expected one of {PROMPT_FORMS})")
+    check_choice("prompt_form", form, PROMPT_FORMS)
     check_choice("answer_form", answer_form, ANSWER_FORMS)
     normalize_layout(layout)
     try:

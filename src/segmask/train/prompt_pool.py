@@ -27,6 +27,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ..core.recipe import check_choice
+
 _WORDS = json.loads(Path(__file__).with_name("prompt_words.json").read_text(encoding="utf-8"))
 """The pool's fillers (data, in ``prompt_words.json``): system messages, topics, how-to tasks, concepts, pairs,
 characters, passages, sentences, follow-ups, request templates per category, math templates and names."""
@@ -115,8 +117,7 @@ def prompt_pool(
         weights: relative share of each category (default: even over the template categories and math; the
             commonsense category joins only when ``data_dir`` provides it).
     """
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    check_choice("split", split, ("train", "heldout"))
     if n < 1:
         raise ValueError(f"the prompt pool needs n >= 1, got {n}")
     rng = random.Random(f"{seed}-{split}")
