@@ -58,9 +58,10 @@ $(VLLM_VENV)/.installed: pyproject.toml
 
 vllm-env: $(VLLM_VENV)/.installed
 
-# The plugin's tests (marked `vllm`); `make test` skips them. One engine thread, eager mode: see docs/SERVING.md.
+# The plugin's tests and the load benchmark's smoke run (marked `vllm`); `make test` skips them. One engine thread,
+# eager mode: see docs/SERVING.md.
 test-vllm: vllm-env
-	OMP_NUM_THREADS=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/vllm
+	OMP_NUM_THREADS=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/vllm tests/test_benchmarks.py
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info src/*.egg-info

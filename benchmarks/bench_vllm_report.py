@@ -53,3 +53,48 @@ def _span(values: list[float], unit: str = "") -> str:
     return (fmt.format(lo) if abs(hi - lo) < 1e-9 else f"{fmt.format(lo)}-{fmt.format(hi)}") + unit
 
 
+LOAD_SERVERS = {"vllm-mas": "vLLM + plugin, MAS", "vllm-causal": "vLLM + plugin, causal",
+                "segmask-mas": "`segmask serve`, MAS"}
+LOAD_WORKLOADS = {"prefill": "a shared system prompt + the request's own user message",
+                  "decode": "a short user message asking for a long story"}
+
+
+def render_load(result: dict) -> str:
+    """Markdown for ``bench_vllm_load.py``'s result (runs/bench_vllm/load.json): one table per workload."""
+    lines = [("**Smoke run: sizes too small to mean anything.** " if result["smoke"] else "") +
+             f"`python benchmarks/bench_vllm_load.py`, {result['when']} ({result['duration_s'] / 60:.0f} min), "
+             f"{result['cpus']} CPUs, load average {result['load_before']} -> {result['load_after']}; "
+             f"{result['versions']}. Every server fp32, eager, `OMP_NUM_THREADS={result['threads']}`, at most "
+             f"{result['concurrency']} requests decoded together (vLLM `--max-num-seqs`, segmask `--max-batch-size`); "
+             f"greedy; {result['requests']} requests per rate, arriving as a seeded Poisson process (the same "
+             "arrival times and prompts for every server). TTFT counts from a request's arrival; tok/s per request "
+             "is (output tokens - 1) / (last token - first token), its p90 and p99 from the slow side (90% and 99% "
+             "of the requests were at least that fast); output tok/s is every output token over the time from the "
+             "first arrival to the last answer." + (f" With {result['requests']} requests, p99 is the slowest one."
+                                                   if result["requests"] < 100 else "")]
+    for workload, what in LOAD_WORKLOADS.items():
+        cells = [c for c in result["cells"] if c["workload"] == workload]
+        if not cells:
+            continue
+        prompts = [n for c in cells for n in c["prompt_tokens"]]
+        caps = result["capacity_rps"].get(workload)
+        rates = (f"Burst capacity ({result['concurrency']} requests at once): "
+                 + "; ".join(f"{LOAD_SERVERS[k]} {v:.2f}" for k, v in caps.items()) + " req/s; offered rates "
+                 + " / ".join(f"{m:g}" for m in result["multipliers"]) + " x the slowest." if caps
+                 else "Offered rates set by `--rates`.")
+        span = f"{min(prompts)}" if min(prompts) == max(prompts) else f"{min(prompts)}-{max(prompts)}"
+        lines += ["", f"**`{workload}`**: {what}, {span} prompt tokens, at most "
+                  f"{result['max_tokens'][workload]} output tokens. {rates}", "",
+                  "| server | offered req/s | achieved req/s | output tok/s | TTFT p50 / p90 / p99 (s) "
+                  "| tok/s per request p50 / p90 / p99 | output tokens (mean) | errors |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        order = list(LOAD_SERVERS)
+        for c in sorted(cells, key=lambda c: (c["offered_rps"], order.index(c["server"]))):
+            ttft = " / ".join(f"{c['ttft_s'][q]:.2f}" for q in ("50", "90", "99"))
+            speed = " / ".join(f"{c['tok_s'][q]:.1f}" for q in ("50", "90", "99"))
+            lines.append(f"| {LOAD_SERVERS[c['server']]} | {c['offered_rps']:.2f} | {c['achieved_rps']:.2f} | "
+                         f"{c['output_tok_s']:.1f} | {ttft} | {speed} | {c['mean_output_tokens']:.1f} | "
+                         f"{c['errors']}/{c['requests']} |")
+        lines += [f"- {LOAD_SERVERS[c['server']]} at {c['offered_rps']:.2f} req/s: {e}"
+                  for c in cells for e in c["error_samples"]]
+    return "\n".join(lines)

