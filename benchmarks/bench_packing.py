@@ -44,14 +44,16 @@ SYSTEM = "You are a helpful assistant. Answer briefly."
 
 def mixes(tokenizer, n: int, seed: int) -> dict[str, tuple[list, int]]:
     """{mix name: (examples, cutoff)}, ``n`` examples each (training + held-out)."""
-    from segmask.train.data import load_records, mix, prepare, record_to_messages
+    from segmask.core.records import load_records, record_messages
+    from segmask.train.data import mix, prepare
 
     common = mix([load_records(DATA / "commonsense")], seed=seed, limit=n)
     commonsense, _ = prepare(tokenizer, common, form="commonsense", cutoff=256)
     maths = json.loads((DATA / "prompts" / "math_solutions.json").read_text())
     maths = random.Random(seed).sample(maths, n // 2)
-    rows = ([{"messages": record_to_messages(r)} for r in maths]
-            + [{"messages": record_to_messages(r, SYSTEM)} for r in mix([common], seed=seed + 1, limit=n - n // 2)])
+    rows = ([{"messages": record_messages(r, answer=True)} for r in maths]
+            + [{"messages": record_messages(r, SYSTEM, answer=True)}
+               for r in mix([common], seed=seed + 1, limit=n - n // 2)])
     random.Random(seed).shuffle(rows)
     chat, _ = prepare(tokenizer, rows, form="chat", cutoff=512)
     return {"commonsense": (commonsense, 256), "chat": (chat, 512)}

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from trl import SFTConfig
 
     from segmask import load_model
-    from segmask.train.data import load_records
+    from segmask.core.records import load_records
     from segmask.train.lora import save_adapter
     from segmask.train.trl import MASSFTTrainer, mas_dataset
 

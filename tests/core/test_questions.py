@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from segmask.core.questions import answer_label, parse_question, rewrite_record
+from segmask.core.questions import parse_question, rewrite_record
+from segmask.core.records import answer_label
 from segmask.eval.tasks import TASKS, available_tasks
 
 ARC = ("Please choose the correct answer to the question: Which factor will most likely cause a fever?\n\n"

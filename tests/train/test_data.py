@@ -12,16 +12,15 @@ import pytest
 import torch
 
 from segmask.core.masks import CAUSAL
+from segmask.core.records import load_records, record_messages
 from segmask.core.segments import IGNORE_INDEX, Example
 from segmask.core.templates import COMMONSENSE_SYSTEM, RESPONSE
 from segmask.train.data import (
     SegmentCollator,
     encode_record,
     fit_cutoff,
-    load_records,
     mix,
     prepare,
-    record_to_messages,
 )
 
 RECORD = {"instruction": "Please answer the following question with true or false, question: is the sky blue?"
@@ -93,7 +92,7 @@ def test_chat_form_and_chat_rows(tok):
     assert labelled_text(tok, ex).startswith(RECORD["output"])
     assert RECORD["output"] not in tok.decode([t for t, s in zip(ex.input_ids, ex.segment_ids) if s != CAUSAL])
     assert max(ex.segment_ids) == 1  # system + user segments
-    messages = record_to_messages(RECORD, "Answer briefly.")
+    messages = record_messages(RECORD, "Answer briefly.", answer=True)
     row = {"messages": messages}
     assert encode_record(tok, row).input_ids == ex.input_ids  # chat rows ignore the form: same rendering
     with pytest.raises(ValueError, match="sample 7"):

@@ -47,8 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..core.chat import encode_chat
-    from .show import conversation, render
+    from ..core.chat import conversation, encode_chat
+    from .show import render
 
     custom = bool(args.model or args.adapter or args.causal)
     if custom:

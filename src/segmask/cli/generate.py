@@ -65,7 +65,7 @@ def decoding_kwargs(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
 def read_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Requests from ``--file`` and positional prompts, each with a ``messages`` list; ValueError names the file and
     line (or the prompt) of a bad one."""
-    from ..core.chat import validate_messages
+    from ..core.chat import conversation, validate_messages
 
     records = [({"prompt": p}, f"prompt {i}") for i, p in enumerate(args.prompts)]
     if args.file is not None:
@@ -89,9 +89,7 @@ def read_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
         if "messages" not in record:
             if not isinstance(record["prompt"], str) or not record["prompt"]:
                 raise ValueError(f"{where}: empty prompt")
-            system = record.get("system", args.system)
-            record["messages"] = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": record["prompt"]}]
+            record["messages"] = conversation(record.get("system", args.system), record["prompt"])
         validate_messages(record["messages"], where)
     return [record for record, _ in records]
 

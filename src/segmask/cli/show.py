@@ -30,12 +30,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def conversation(system: str, user: str) -> list[dict]:
-    """A system + user conversation (no system message when ``system`` is empty)."""
-    messages = [{"role": "system", "content": system}] if system else []
-    return messages + [{"role": "user", "content": user}]
-
-
 def render(tokenizer, batch, max_size: int = 64) -> str:
     """Segments table and ASCII mask of the first sample of ``batch``."""
     from ..core.masks import segment_mask
@@ -50,12 +44,12 @@ def render(tokenizer, batch, max_size: int = 64) -> str:
 def prompt_batch(tokenizer, args: argparse.Namespace):
     """The prompt to show: a dataset record in the paper's form (``--data``) or the chat of --system/--user."""
     if args.data is None:
-        from ..core.chat import encode_chat
+        from ..core.chat import conversation, encode_chat
 
         return encode_chat(tokenizer, conversation(args.system, args.user))
+    from ..core.records import load_records
     from ..core.segments import collate, pad_token_id
     from ..core.templates import encode_commonsense
-    from ..train.data import load_records
 
     records = load_records(args.data)
     if not 0 <= args.index < len(records):

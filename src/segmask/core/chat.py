@@ -138,6 +138,12 @@ def chat_pieces(
     return pieces
 
 
+def conversation(system: str | None, user: str) -> list[dict]:
+    """The chat of one request: a system message (none when ``system`` is empty or None), then the user message."""
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": user}]
+
+
 def validate_messages(messages: Any, where: str = "sample 0") -> None:
     """Raise ``ValueError`` starting with ``where`` unless ``messages`` is a non-empty list of
     ``{"role", "content"}`` dicts with a known role and valid Unicode text (no lone surrogates) as content."""

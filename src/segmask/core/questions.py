@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .recipe import check_choice
+from .records import answer_label, offered_labels
 from .templates import ANSWER_LEAD
 
 LAYOUTS = ("data", "qo", "oq", "cqo", "qoc", "coq", "ocq", "oqc", "qco")
@@ -127,7 +128,7 @@ def parse_question(record: Mapping[str, Any]) -> Question:
     match = _LAYOUT.fullmatch(text)
     if match is None:
         raise ValueError(f"record {where}: instruction is not a commonsense multiple-choice layout: {text[:80]!r}")
-    labels = tuple(label.lower() for label in match["labels"].split("/"))
+    labels = offered_labels(record)  # the format line's labels, read as every record's are
     block = match["options"] or ""
     if block:
         options = _split_options(block, labels, where)
@@ -209,15 +210,6 @@ def _split_options(block: str, labels: tuple[str, ...], where: Any) -> tuple[str
     if not all(options):
         raise ValueError(f"record {where}: an option is empty: {block[:80]!r}")
     return options
-
-
-def answer_label(record: Mapping[str, Any]) -> str:
-    """The record's answer label, lower case: its ``answer`` field, else the last word of its ``output``."""
-    answer = str(record.get("answer") or "").strip()
-    if not answer:
-        output = str(record.get("output") or "").strip()
-        answer = output.split()[-1] if output else ""
-    return answer.lower()
 
 
 def rewrite_record(record: Mapping[str, Any], *, layout: str = "data", answer_form: str = "label") -> dict:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.files import parse_json, read_json
+from ..core.records import check_record
 from .tasks import COMMONSENSE_TASKS, TASKS, Task, data_home
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/AGI-Edgerunners/LLM-Adapters/main"
@@ -124,14 +125,7 @@ def check_records(data: bytes, where: str, task: Task | None) -> int:
         raise ValueError(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     rows = parse_json(text, where, expect=list)
     for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise ValueError(f"{where} record {i}: expected a JSON object, got {type(row).__name__}")
-        for key in ("instruction", "output"):
-            if not isinstance(row.get(key), str):
-                raise ValueError(f"{where} record {i}: {key!r} must be a string")
-        answer = str(row.get("answer", "")).strip().lower()
-        if task is not None and answer not in task.labels:
-            raise ValueError(f"{where} record {i}: answer {row.get('answer')!r} is not one of {task.labels}")
+        check_record(row, f"{where} record {i}", task.labels if task else None, required=("instruction", "output"))
     return len(rows)
 
 

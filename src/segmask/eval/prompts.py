@@ -16,8 +16,9 @@ from typing import Any
 
 from ..core.chat import chat_pieces
 from ..core.masks import CAUSAL
-from ..core.questions import normalize_layout, rewrite_record
+from ..core.questions import rewrite_record
 from ..core.recipe import PROMPT_FORMS, check_choice
+from ..core.records import record_messages
 from ..core.segments import IGNORE_INDEX, Example, Piece, encode_pieces
 from ..core.templates import ANSWER_LEAD, commonsense_pieces, mask_pieces, text_prompt_prefix
 
@@ -39,14 +40,11 @@ def prompt_pieces(tokenizer: Any, record: Mapping[str, Any], prompt_form: str = 
     ``layout`` orders the record's context, question and options (``questions.LAYOUTS``, ``rewrite_record``);
     ``"data"`` keeps its instruction as written.
     """
-    if normalize_layout(layout) != "data":
-        record = rewrite_record(record, layout=layout)
+    record = rewrite_record(record, layout=layout)  # checks the layout; "data": the record as it is
     check_choice("prompt_form", prompt_form, PROMPT_FORMS)
     if prompt_form == "commonsense":
         return commonsense_pieces(record)
-    content = record["instruction"] + (f"\n\n{record['input']}" if record.get("input") else "")
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
-    return chat_pieces(tokenizer, messages, True)
+    return chat_pieces(tokenizer, record_messages(record, system), True)
 
 
 def prompt_prefix(tokenizer: Any, prompt_form: str) -> list[int]:

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.files import read_json
-
-_FORMAT_LINE = re.compile(r"Answer format:\s*([A-Za-z0-9_]+(?:\s*/\s*[A-Za-z0-9_]+)+)\s*$")
+from ..core.records import check_record, offered_labels
 
 
 @dataclass(frozen=True)
@@ -59,10 +58,9 @@ class Task:
 
         Some ARC questions offer 3 or 5 answers; the log-likelihood protocol scores exactly the offered ones.
         """
-        match = _FORMAT_LINE.search(record.get("instruction", "").rstrip())
-        if match is None:
+        offered = offered_labels(record)
+        if offered is None:
             return self.labels
-        offered = tuple(part.strip().lower() for part in match.group(1).split("/"))
         unknown = [c for c in offered if c not in self.labels]
         if unknown:
             raise ValueError(f"task {self.name!r}: record offers unknown labels {unknown} (known: {self.labels})")
@@ -158,7 +156,9 @@ def sample_indices(n: int, limit: int | None, seed: int, task_name: str) -> list
 
 
 def load_records(task: Task, data_dir: str | Path, *, limit: int | None = None, seed: int = 0) -> list[dict]:
-    """Read the task's records; each gets ``index`` (its position in the file). Checks answers against labels."""
+    """Read the task's test records (a ``limit`` subset, ``sample_indices``); each gets ``index`` (its position in
+    the file) and its ``answer`` lower case. Each is checked (``segmask.core.records.check_record``) against the
+    task's labels."""
     path = task.path(data_dir)
     if not path.exists():
         hint = "draw it with `segmask synth`" if task.name in SYNTH_TASKS else GET_DATA_HINT
@@ -166,14 +166,6 @@ def load_records(task: Task, data_dir: str | Path, *, limit: int | None = None, 
     rows = read_json(path, expect=list)
     records = []
     for i in sample_indices(len(rows), limit, seed, task.name):
-        row = rows[i]
-        if not isinstance(row, dict):
-            raise ValueError(f"{path} record {i}: expected a JSON object, got {type(row).__name__}")
-        bad = [k for k in ("instruction", "input", "output") if k in row and not isinstance(row[k], (str, type(None)))]
-        if bad or not isinstance(row.get("instruction"), str):
-            raise ValueError(f"{path} record {i}: {(bad or ['instruction'])[0]!r} must be a string")
-        answer = str(row.get("answer", "")).strip().lower()
-        if answer not in task.labels:
-            raise ValueError(f"{path} record {i}: answer {row.get('answer')!r} is not one of {task.labels}")
-        records.append({**row, "answer": answer, "index": i})
+        answer = check_record(rows[i], f"{path} record {i}", task.labels)
+        records.append({**rows[i], "answer": answer, "index": i})
     return records

@@ -36,6 +36,7 @@ from typing import Any
 
 import torch
 
+from ..core.chat import conversation
 from ..core.recipe import BASE_MODEL
 from ..hf.backend import eos_token_ids
 from .distill import DistillCollator, DistillDataset, cut_after_eos, distill_trainer
@@ -156,8 +157,7 @@ def _self_instruct(model, tokenizer, cfg: AdaptConfig, rng: random.Random) -> li
         text = tokenizer.decode(w["answer_ids"], skip_special_tokens=True).strip().split("\n")[0].strip()
         if text.endswith("?") and 3 <= len(text.split()) <= 40:
             system = rng.choice(SYSTEMS) if rng.random() < cfg.system_share else None
-            msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-            items.append({"category": "self_instruct", "messages": msgs})
+            items.append({"category": "self_instruct", "messages": conversation(system, text)})
     return items
 
 

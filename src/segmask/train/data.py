@@ -1,6 +1,6 @@
 """Training data: dataset rows -> segmented ``Example``s, mixing, the cutoff rule, and the training collator.
 
-Two row formats are read:
+Two row formats are read (``segmask.core.records.load_records``):
 
 * LLM-Adapters records ``{"instruction", "input", "output", "answer"}`` from JSON lists (``.json``) or JSON lines
   (``.jsonl``), e.g. the ``*/train.json`` files ``segmask data`` writes (the commonsense_170k mixture);
@@ -20,81 +20,25 @@ first ``cutoff`` tokens only if everything cut off is causal (the answer tail, o
 at least one answer token survives; otherwise it is dropped. ``prepare`` returns the counts of both.
 
     >>> data = segmask.eval.tasks.default_data_dir()    # the folder `segmask data` fills
-    >>> records = mix([load_records(data / "commonsense_170k" / "train.json")], seed=0, limit=1000)
+    >>> records = mix([load_records(data / "commonsense_170k" / "train.json")], seed=0, limit=1000)  # core.records
     >>> examples, stats = prepare(tokenizer, records, form="commonsense", cutoff=256)
     >>> batch = SegmentCollator(tokenizer.pad_token_id)(examples[:8])    # right padded, keeps segment_ids
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..core.chat import chat_example
 from ..core.masks import CAUSAL
 from ..core.questions import ANSWER_FORMS, layout_mix, normalize_layout, rewrite_record
 from ..core.recipe import PROMPT_FORMS, check_choice
+from ..core.records import record_messages
 from ..core.segments import IGNORE_INDEX, Batch, Example, collate
 from ..core.templates import encode_commonsense
-
-
-def load_records(path: str | Path) -> list[dict]:
-    """Read rows from a ``.json`` list, a ``.jsonl`` file, or a folder.
-
-    A folder is searched recursively for ``train.json`` files (the LLM-Adapters task layout); when it holds none,
-    every ``.json``/``.jsonl`` file in it is read. Files are read in sorted path order. Each row gets
-    ``row["_source"]`` = the file it came from.
-    """
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(path.rglob("train.json")) or sorted(
-            p for p in path.rglob("*") if p.suffix in (".json", ".jsonl") and p.is_file()
-        )
-        if not files:
-            raise ValueError(f"{path}: folder holds no train.json, .json or .jsonl files")
-        return [row for f in files for row in load_records(f)]
-    if not path.exists():
-        raise ValueError(f"{path}: no such file or folder")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: cannot read ({_reason(err)})") from None
-    if path.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                rows.append(_json(line, f"{path}:{n}"))
-    else:
-        rows = _json(text, str(path))
-        if isinstance(rows, dict):
-            rows = [rows]
-    if not isinstance(rows, list):
-        raise ValueError(f"{path}: expected a JSON list of records")
-    if not rows:
-        raise ValueError(f"{path}: holds no records")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}: row {i} is not a JSON object")
-        row["_source"] = str(path)
-    return rows
-
-
-def _json(text: str, where: str) -> Any:
-    """``json.loads(text)``; ValueError naming ``where`` (file or file:line) when it is not JSON."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{where}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
-    except (ValueError, RecursionError) as err:  # integers beyond 4300 digits, nesting deeper than the stack
-        raise ValueError(f"{where}: not valid JSON ({_reason(err)})") from None
-
-
-def _reason(err: BaseException) -> str:
-    return err.strerror if isinstance(err, OSError) and err.strerror else f"{type(err).__name__}: {err}"
 
 
 def mix(sources: Sequence[Sequence[dict]], *, seed: int, limit: int | None = None) -> list[dict]:
@@ -102,18 +46,6 @@ def mix(sources: Sequence[Sequence[dict]], *, seed: int, limit: int | None = Non
     rows = [row for rows in sources for row in rows]
     random.Random(seed).shuffle(rows)
     return rows if limit is None else rows[:limit]
-
-
-def record_to_messages(record: Mapping[str, Any], system: str | None = None) -> list[dict]:
-    """An LLM-Adapters record as a chat: optional system message, user = instruction (+ input), assistant = output."""
-    instruction, extra, output = record.get("instruction"), record.get("input") or "", record.get("output")
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise ValueError(f"record has no instruction: {dict(record)!r:.200}")
-    if not isinstance(output, str) or not output:
-        raise ValueError(f"record has no output to train on: {dict(record)!r:.200}")
-    user = instruction + (f"\n\n{extra}" if extra else "")
-    system_msgs = [{"role": "system", "content": system}] if system else []
-    return system_msgs + [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
 
 
 def encode_record(
@@ -140,7 +72,7 @@ def encode_record(
                 raise ValueError("the last message must be the assistant's answer to train on")
             example = chat_example(tokenizer, messages, add_generation_prompt=False, index=index)
         elif form == "chat":
-            example = chat_example(tokenizer, record_to_messages(record, system), False, index=index)
+            example = chat_example(tokenizer, record_messages(record, system, answer=True), False, index=index)
         else:
             example = encode_commonsense(tokenizer, record, with_answer=True, mask=mask)
     except ValueError as err:

@@ -27,6 +27,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ..core.chat import conversation
 from ..core.recipe import check_choice
 
 _WORDS = json.loads(Path(__file__).with_name("prompt_words.json").read_text(encoding="utf-8"))
@@ -147,8 +148,7 @@ def prompt_pool(
         if key in seen:
             continue
         seen.add(key)
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
-        out.append({"category": category, "messages": messages})
+        out.append({"category": category, "messages": conversation(system, user)})
     if len(out) < n:
         raise ValueError(f"the {split} prompt pool holds only {len(out)} distinct prompts; asked for {n}")
     return out

@@ -27,8 +27,9 @@ from typing import Any
 from ..core.packing import PackedCollator, PackedDataset, pack
 from ..core.questions import ANSWER_FORMS, LAYOUT_HELP, layout_mix
 from ..core.recipe import BASE_MODEL, EVAL_MASKS, MAS_MODEL, PROMPT_FORMS, check_choice
+from ..core.records import load_records
 from ..hf.backend import MASKED_BACKENDS
-from .data import ExampleDataset, SegmentCollator, load_records, mix, prepare
+from .data import ExampleDataset, SegmentCollator, mix, prepare
 from .lora import LoraSettings, save_adapter, settings_dict
 from .state import LOSS_CURVE, check_run_folder, read_loss_curve
 
