@@ -23,11 +23,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .recipe import check_choice
+from .roles import CAUSAL_ROLES, PROBE, SEGMENT_ROLES
 from .segments import Batch, Example, Piece, collate, encode_pieces, pad_token_id
-
-SEGMENT_ROLES = ("system", "developer", "user", "tool")
-CAUSAL_ROLES = ("assistant",)
-_PROBE = "\u2063"  # invisible separator: content of probe messages, never in real prompts
 
 
 def encode_chat(
@@ -190,7 +187,7 @@ def _injected_preamble(render, first: dict, text: str) -> str:
     more than special-token markup (a bare BOS stays with the first segment).
     """
     try:
-        system = [{"role": "system", "content": _PROBE}]
+        system = [{"role": "system", "content": PROBE}]
         turn = render(system + [first], False)[len(render(system, False)):]
     except Exception:  # template without a system role: nothing is injected
         return ""

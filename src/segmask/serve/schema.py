@@ -17,8 +17,8 @@ import reprlib
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.chat import CAUSAL_ROLES, SEGMENT_ROLES
 from ..core.recipe import MASKS, choice_error
+from ..core.roles import CAUSAL_ROLES, SEGMENT_ROLES
 from ..generation.sampling import MAX_SEED, MAX_TOP_LOGPROBS, MIN_TEMPERATURE
 
 # Accepted and without effect on the completion (bookkeeping on OpenAI's side).

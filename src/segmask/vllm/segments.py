@@ -21,10 +21,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-SEGMENT_ROLES = ("system", "developer", "user", "tool")
-CAUSAL_ROLES = ("assistant",)
-_PROBE = "\u2063"  # invisible separator: content of probe messages, never in real prompts
-_PROBE_CONTENTS = (_PROBE, "\n\n", " a", "a.", "<")  # contents whose first characters tokenize differently
+from ..core.roles import CAUSAL_ROLES, PROBE, SEGMENT_ROLES
+
+_PROBE_CONTENTS = (PROBE, "\n\n", " a", "a.", "<")  # contents whose first characters tokenize differently
 _HEADERS_ATTR = "_segmask_turn_headers"
 
 Range = tuple[int, int]
@@ -139,7 +138,7 @@ def _role_header(tokenizer: Any, role: str) -> tuple[int, ...]:
 def _turn_text(tokenizer: Any, role: str, content: str) -> str | None:
     """The text one ``role`` message with ``content`` adds after a system message (the system turn itself for
     ``role == "system"``); None when the template refuses it."""
-    system = [{"role": "system", "content": _PROBE}]
+    system = [{"role": "system", "content": PROBE}]
     try:
         if role == "system":
             return _render(tokenizer, [{"role": "system", "content": content}], False)
@@ -151,7 +150,7 @@ def _turn_text(tokenizer: Any, role: str, content: str) -> str | None:
 
 
 def _generation_header(tokenizer: Any) -> tuple[int, ...]:
-    messages = [{"role": "user", "content": _PROBE}]
+    messages = [{"role": "user", "content": PROBE}]
     try:
         plain, prompt = _render(tokenizer, messages, False), _render(tokenizer, messages, True)
     except Exception:
