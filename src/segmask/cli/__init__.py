@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from dataclasses import dataclass, field
 
 from ..core.recipe import BASE_MODEL, DEFAULT_MODEL, Recipe
 
@@ -83,20 +84,28 @@ def describe_error(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+@dataclass
+class ModelOptions:
+    """The options of every command that loads a model (flags by ``add_model_args``; resolve them with
+    ``chosen_recipe``, ``chosen_model`` and ``chosen_mask``)."""
+
+    model: str | None = field(default=None, metadata={"help": (
+        f"embedded name, HF id or local path (default: {DEFAULT_MODEL}, SmolLM2-135M-Instruct made MAS-ready by "
+        f"segmask adapt; with --causal: {BASE_MODEL} as published; with --adapter: the adapter's base model)")})
+    adapter: str | None = field(default=None, metadata={"help": "folder of a LoRA adapter to load on top"})
+    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16"})
+    attn: str = field(default="sdpa", metadata={"help": "attention backend",
+                                                "choices": ("sdpa", "eager", "flex_attention")})
+    device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda, cuda:1, mps"})
+    causal: bool = field(default=False, metadata={
+        "help": "plain causal prefill (and, without --model, the causally trained base model)"})
+
+
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that loads a model (resolve them with ``chosen_recipe``, ``chosen_model``
-    and ``chosen_mask``)."""
-    parser.add_argument("--model", default=None,
-                        help=f"embedded name, HF id or local path (default: {DEFAULT_MODEL}, SmolLM2-135M-Instruct "
-                             f"made MAS-ready by segmask adapt; with --causal: {BASE_MODEL} as published; "
-                             "with --adapter: the adapter's base model)")
-    parser.add_argument("--adapter", default=None, help="folder of a LoRA adapter to load on top")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager", "flex_attention"],
-                        help="attention backend (default: sdpa)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--causal", action="store_true",
-                        help="plain causal prefill (and, without --model, the causally trained base model)")
+    """The ``ModelOptions`` flags: ``--model``, ``--adapter``, ``--dtype``, ``--attn``, ``--device``, ``--causal``."""
+    from .config_args import add_config_args
+
+    add_config_args(parser, ModelOptions)
 
 
 def chosen_recipe(args: argparse.Namespace) -> Recipe:

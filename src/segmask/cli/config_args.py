@@ -3,22 +3,25 @@
     >>> add_config_args(parser, AdaptConfig, renames={"output_dir": "out"})     # --out, --prompts, --on-policy, ...
     >>> cfg = config_from_namespace(AdaptConfig, args, renames={"output_dir": "out"})
 
-A field ``foo_bar`` becomes ``--foo-bar``; its type comes from the annotation (int, float, str, bool, optional
-forms of these, ``list[str]``), its help from ``field(metadata={"help": ...})`` and its allowed values from
+A field ``foo_bar`` becomes ``--foo-bar``; its type comes from the annotation (int, float, str, Path, bool,
+optional forms of these, ``list[str]``), its help from ``field(metadata={"help": ...})`` and its allowed values from
 ``metadata={"choices": ...}``. Bool fields default False become ``--foo``; bool fields default True become
-``--no-foo``. ``LoraSettings`` becomes ``--lora-r``, ``--lora-alpha``, ``--lora-dropout`` and ``--lora-targets``;
-``bool | str`` (``resume``) takes an optional value. ``units`` shows a field in another unit on the command line,
-e.g. ``{"batch_wait_s": ("batch_wait_ms", 1000)}`` (flag units per field unit): ``--batch-wait-ms 10`` sets
-``batch_wait_s=0.01``.
+``--no-foo`` (help: ``metadata["off_help"]``, else "turn off: " + help). A ``list[str]`` flag takes several values
+(``--data a b``), or with ``metadata={"repeat": True}`` one value per use (``--stop a --stop b``); a positional
+``list[str]`` with a default may be left out. ``LoraSettings`` becomes ``--lora-r``, ``--lora-alpha``,
+``--lora-dropout`` and ``--lora-targets``; ``bool | str`` (``resume``) takes an optional value. ``units`` shows a
+field in another unit on the command line, e.g. ``{"batch_wait_s": ("batch_wait_ms", 1000)}`` (flag units per field
+unit): ``--batch-wait-ms 10`` sets ``batch_wait_s=0.01``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from typing import Any
 
-_SCALARS = {"int": int, "float": float, "str": str}
+_SCALARS = {"int": int, "float": float, "str": str, "Path": Path}
 LORA_FLAGS = {"r": "lora_r", "alpha": "lora_alpha", "dropout": "lora_dropout", "target_modules": "lora_targets"}
 
 
@@ -53,10 +56,13 @@ def _add_field(parser: argparse.ArgumentParser, cls: type, f: dataclasses.Field,
     kind, default, help_ = _kind(f), _default(f), f.metadata.get("help", "")
     required, choices = default is dataclasses.MISSING, f.metadata.get("choices")
     if positional:
-        parser.add_argument(name, nargs="+" if kind.startswith("list") else None, help=help_)
+        optional = kind.startswith("list") and not required
+        parser.add_argument(name, nargs=("*" if optional else "+") if kind.startswith("list") else None, help=help_,
+                            **({"default": default} if optional else {}))
     elif kind == "bool":
         if default:
-            parser.add_argument(_flag("no_" + name), dest=name, action="store_false", help=f"turn off: {help_}")
+            parser.add_argument(_flag("no_" + name), dest=name, action="store_false",
+                                help=f.metadata.get("off_help", f"turn off: {help_}"))
         else:
             parser.add_argument(_flag(name), dest=name, action="store_true", help=help_)
     elif kind == "bool | str":
@@ -64,14 +70,15 @@ def _add_field(parser: argparse.ArgumentParser, cls: type, f: dataclasses.Field,
     else:
         base = kind.replace(" | None", "").strip()
         if base.startswith("list"):
-            parser.add_argument(_flag(name), dest=name, nargs="+", required=required,
-                                default=None if required else default, help=help_)
+            repeat = {"action": "append"} if f.metadata.get("repeat") else {"nargs": "+"}
+            parser.add_argument(_flag(name), dest=name, required=required, default=None if required else default,
+                                help=help_, **repeat)
             return
         if base not in _SCALARS:
             raise TypeError(f"{cls.__name__}.{f.name}: no flag for type {kind!r}")
         if scale is not None:
             base, default = "float", default * scale
-        suffix = "" if required or default is None else f" (default {default:g})" if scale else \
+        suffix = "" if required or default is None or default == "" else f" (default {default:g})" if scale else \
             f" (default {default})"
         parser.add_argument(_flag(name), dest=name, type=_SCALARS[base], required=required, choices=choices,
                             default=None if required else default, help=help_ + suffix)

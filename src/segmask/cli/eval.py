@@ -13,42 +13,54 @@ Prints the per-task table (accuracy, Wilson 95% CI) and the pick distribution, a
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 
 from ..core.recipe import BASE_MODEL, CHOICE_PROMPT_FORMS, DEFAULT_MODEL, EVAL_MASKS, Recipe, resolve_adapter
+from ..eval.protocols import PROTOCOLS
 from . import add_model_args
+from .config_args import add_config_args
+
+
+@dataclass
+class EvalOptions:
+    """What ``segmask eval`` runs, besides the model (``ModelOptions``): one flag per field."""
+
+    data_dir: str | None = field(default=None, metadata={"help": (
+        "folder of task folders holding test.json (LLM-Adapters format; default: $SEGMASK_DATA, else where "
+        "`segmask data` writes, ~/.cache/segmask/data/commonsense)")})
+    tasks: str = field(default="all", metadata={"help": "comma-separated task names, or 'all' tasks present in "
+                                                        "--data-dir"})
+    limit: int | None = field(default=None, metadata={"help": "examples per task: a fixed random subset (see --seed)"})
+    seed: int = field(default=0, metadata={"help": "seed of the --limit subset"})
+    protocol: str = field(default="generate", metadata={"choices": PROTOCOLS, "help": (
+        "generate: beam search + first answer label (the paper); loglik: score each label; choice: score each "
+        "option's text (lm-eval style)")})
+    mask: str | None = field(default=None, metadata={"choices": EVAL_MASKS, "help": (
+        "prefill mask (default: the adapter's segmask.json, else mas); causal-repeat: the question part twice, "
+        "causal (a no-training baseline)")})
+    prompt_form: str | None = field(default=None, metadata={"choices": CHOICE_PROMPT_FORMS, "help": (
+        "prompt form (default: the adapter's segmask.json, else commonsense); qa: lm-eval's "
+        "'Question: ...\\nAnswer:', protocol choice only")})
+    layout: str | None = field(default=None, metadata={"help": (
+        "prompt layout: data (the instruction as written) or the order of context c, question q and options o, "
+        "e.g. oq (options first), qoc (context last) (default: the adapter's training layout when it trained on "
+        "one, else data)")})
+    system: str | None = field(default=None, metadata={"help": "system message for the chat prompt form"})
+    batch_size: int = field(default=8, metadata={"help": "examples per forward pass"})
+    num_beams: int = field(default=4, metadata={"help": "beams for --protocol generate (1 = greedy)"})
+    max_new_tokens: int = field(default=32, metadata={"help": "answer tokens for --protocol generate"})
+    out: str | None = field(default=None, metadata={"help": "folder for predictions.jsonl and summary.json"})
+    resume: bool = field(default=False, metadata={"help": (
+        "with --out: keep the tasks an earlier run with the same settings finished there (OUT/parts/TASK, written "
+        "as each task ends) and run the rest")})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar",
+                                                   "off_help": "hide the progress bar"})
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="benchmark accuracy (generate, loglik or choice) under MAS or causal prefill")
     add_model_args(p)
-    p.add_argument("--data-dir", default=None,
-                   help="folder of task folders holding test.json (LLM-Adapters format; default: $SEGMASK_DATA, "
-                        "else where `segmask data` writes, ~/.cache/segmask/data/commonsense)")
-    p.add_argument("--tasks", default="all", help="comma-separated task names, or 'all' tasks present in --data-dir")
-    p.add_argument("--limit", type=int, default=None, help="examples per task: a fixed random subset (see --seed)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
-    p.add_argument("--protocol", choices=["generate", "loglik", "choice"], default="generate",
-                   help="generate: beam search + first answer label (the paper); loglik: score each label; "
-                        "choice: score each option's text (lm-eval style)")
-    p.add_argument("--mask", choices=EVAL_MASKS, default=None,
-                   help="prefill mask (default: the adapter's segmask.json, else mas); causal-repeat: the question "
-                        "part twice, causal (a no-training baseline)")
-    p.add_argument("--prompt-form", choices=CHOICE_PROMPT_FORMS, default=None,
-                   help="prompt form (default: the adapter's segmask.json, else commonsense); qa: lm-eval's "
-                        "'Question: ...\\nAnswer:', protocol choice only")
-    p.add_argument("--layout", default=None,
-                   help="prompt layout: data (the instruction as written) or the order of context c, question q "
-                        "and options o, e.g. oq (options first), qoc (context last) (default: the adapter's training "
-                        "layout when it trained on one, else data)")
-    p.add_argument("--system", default=None, help="system message for the chat prompt form")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-beams", type=int, default=4, help="beams for --protocol generate (1 = greedy)")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--out", default=None, help="folder for predictions.jsonl and summary.json")
-    p.add_argument("--resume", action="store_true",
-                   help="with --out: keep the tasks an earlier run with the same settings finished there (OUT/parts/"
-                        "TASK, written as each task ends) and run the rest")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_config_args(p, EvalOptions)
     p.set_defaults(run=run)
 
 
@@ -88,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         model, tokenizer, args.tasks, args.data_dir, protocol=args.protocol, mask=chosen["mask"], limit=args.limit,
         seed=args.seed, batch_size=args.batch_size, num_beams=args.num_beams, max_new_tokens=args.max_new_tokens,
         prompt_form=chosen["prompt_form"], system=chosen["system"], layout=chosen["layout"],
-        out_dir=args.out, progress=not args.no_progress, resume=args.resume,
+        out_dir=args.out, progress=args.progress, resume=args.resume,
         meta={"model": chosen["model"], "adapter": args.adapter},
     )
     print(f"model {chosen['model']}" + (f" + adapter {args.adapter}" if args.adapter else "")

@@ -15,33 +15,52 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import add_model_args, chosen_mask, chosen_recipe, load_chosen
+from .config_args import add_config_args
+
+
+@dataclass
+class DecodingOptions:
+    """How ``segmask generate`` and ``segmask chat`` decode: one flag per field (``add_generation_args``)."""
+
+    system: str = field(default="", metadata={"help": "system message ('' for none)"})
+    max_new_tokens: int = field(default=128, metadata={"help": "most new tokens per answer"})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy; > 0 samples"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling: keep the smallest set of tokens with this "
+                                                        "much probability (with --temperature > 0)"})
+    num_beams: int = field(default=1, metadata={"help": "beam search with this many beams (1: none)"})
+    stop: list[str] = field(default_factory=list, metadata={"help": "stop string (repeatable)", "repeat": True})
+    seed: int = field(default=0, metadata={"help": "torch seed for sampling"})
+
+
+@dataclass
+class GenerateOptions:
+    """What ``segmask generate`` reads and writes, besides the model and the decoding: one flag per field."""
+
+    prompts: list[str] = field(default_factory=list, metadata={"help": "user messages (or use --file)"})
+    file: Path | None = field(default=None, metadata={
+        "help": "JSONL with 'messages' or 'prompt' (+ optional 'system') per line"})
+    output: Path | None = field(default=None, metadata={"help": "JSONL output (default: stdout)"})
+    batch_size: int = field(default=8, metadata={"help": "prompts generated together"})
+    num_return_sequences: int = field(default=1, metadata={"help": "answers per prompt"})
+    prefix_cache: bool = field(default=True, metadata={"help": "reuse the KV of shared system prompts",
+                                                       "off_help": "do not reuse the KV of shared system prompts"})
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
-    """Decoding options shared by ``generate`` and ``chat``."""
-    p.add_argument("--system", default="", help="system message ('' for none)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--num-beams", type=int, default=1)
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+    """The ``DecodingOptions`` flags, shared by ``generate`` and ``chat``."""
+    add_config_args(p, DecodingOptions)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help="batched generation with MAS prefill: prompts in, JSONL out")
     add_model_args(p)
     add_generation_args(p)
-    p.add_argument("prompts", nargs="*", help="user messages (or use --file)")
-    p.add_argument("--file", type=Path, help="JSONL with 'messages' or 'prompt' (+ optional 'system') per line")
-    p.add_argument("--output", type=Path, help="JSONL output (default: stdout)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-return-sequences", type=int, default=1)
-    p.add_argument("--no-prefix-cache", action="store_true", help="do not reuse the KV of shared system prompts")
+    add_config_args(p, GenerateOptions, positional=("prompts",))
     p.set_defaults(run=run)
 
 
@@ -112,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs = decoding_kwargs(args, tokenizer)
     kwargs.pop("tokenizer", None)  # generate takes it as its own argument below
     kwargs["num_return_sequences"] = args.num_return_sequences
-    cache = None if causal or args.no_prefix_cache else PrefixCache.for_model(model, tokenizer)
+    cache = None if causal or not args.prefix_cache else PrefixCache.for_model(model, tokenizer)
     torch.manual_seed(args.seed)
     out = open(args.output, "w") if args.output else sys.stdout
     try:

@@ -9,24 +9,36 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, field
 
 from ..core.recipe import DEFAULT_MODEL
+from .config_args import add_config_args
+
+
+@dataclass
+class ShowOptions:
+    """What ``segmask show`` draws: one flag per field."""
+
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "tokenizer/template (and model for --attention)"})
+    system: str = field(default="You are a helpful assistant.", metadata={"help": "system message ('' for none)"})
+    user: str = field(default="Is the sky blue?", metadata={"help": "user message"})
+    data: str | None = field(default=None, metadata={
+        "help": "JSON list of commonsense records (paper prompt form) instead of chat"})
+    index: int = field(default=0, metadata={"help": "which record of --data"})
+    max_size: int = field(default=64, metadata={"help": "largest mask corner to print"})
+    png: str | None = field(default=None, metadata={"help": "write a figure of the MAS and causal masks to this file"})
+    attention: bool = field(default=False, metadata={
+        "help": "add per-layer attention maps (MAS vs causal) to --png"})
+    layers: str = field(default="0,-1", metadata={
+        "help": "layers for --attention: comma list (negative from the end) or all"})
+    adapter: str | None = field(default=None, metadata={"help": "LoRA adapter folder for --attention"})
+    dtype: str = field(default="float32", metadata={"help": "model dtype for --attention"})
+    device: str = field(default="cpu", metadata={"help": "torch device for --attention"})
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="print a prompt's segments and ASCII MAS mask; --png/--attention for figures")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="tokenizer/template (and model for --attention)")
-    p.add_argument("--system", default="You are a helpful assistant.", help="system message ('' for none)")
-    p.add_argument("--user", default="Is the sky blue?", help="user message")
-    p.add_argument("--data", default=None, help="JSON list of commonsense records (paper prompt form) instead of chat")
-    p.add_argument("--index", type=int, default=0, help="which record of --data")
-    p.add_argument("--max-size", type=int, default=64, help="largest mask corner to print")
-    p.add_argument("--png", default=None, help="write a figure of the MAS and causal masks to this file")
-    p.add_argument("--attention", action="store_true", help="add per-layer attention maps (MAS vs causal) to --png")
-    p.add_argument("--layers", default="0,-1", help="layers for --attention: comma list (negative from the end) or all")
-    p.add_argument("--adapter", default=None, help="LoRA adapter folder for --attention")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--device", default="cpu")
+    add_config_args(p, ShowOptions)
     p.set_defaults(run=run)
 
 
