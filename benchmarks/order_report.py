@@ -211,9 +211,10 @@ def write_report(a) -> None:
     cost_lines, ratios = [], {}
     if getattr(a, "cost", True):
         cost = json.loads(COST.read_text()) if COST.exists() else {}
-        missing = [h for h in hard if h not in cost or getattr(a, "measure_cost", False)]
-        if missing and (Path(a.out) / "data" / a.task / "test.json").exists():
-            cost = measure_cost(a.task, Path(a.out) / "data", missing)
+        again = getattr(a, "measure_cost", None)
+        timed = hard if again == "all" else [x for x in (again or "").split(",") if x]
+        if timed:
+            cost = measure_cost(a.task, Path(a.out) / "data", timed)
         cost_lines, ratios = cost_table(cost, hard)
     out += verdict(a, verdict_rows, easy, seeds, repeat_rows, ratios)
     if cost_lines:
@@ -273,7 +274,7 @@ def verdict(a, rows, easy: str, seeds: list[str], repeat_rows=(), ratios=None) -
         ok_acc = res["high"] >= 0
         tok, sec = ratios.get(lay, (None, None))
         ok_cost = tok is not None and max(tok, sec) <= GOAL["cost_ratio"]
-        cost = "not measured (--no-cost)" if tok is None else f"tokens {tok:.2f}, time {sec:.2f} of repetition's"
+        cost = "not measured (--measure-cost)" if tok is None else f"tokens {tok:.2f}, time {sec:.2f} of repetition's"
         met_repeat |= ok_acc and ok_cost
         lines.append(f"- `{regime}`, layout `{lay}` ({res['seeds']} seed(s)): MAS-ready − repeat "
                      f"{signed(res['diff'])} pp [{signed(res['low'])}, {signed(res['high'])}] "
