@@ -10,7 +10,8 @@ LoRA init, steps); only the mask and the starting weights differ:
     mas        MAS, from the published model
 
 Regimes: ``mix`` trains on a mix of layouts (``--mix``, default cqo,qoc,coq), ``easy`` on the easy layout only
-(cqo: context, question, options), to see whether an arm carries over to layouts it never saw. Every adapter is
+(cqo: context, question, options), to see whether an arm carries over to layouts it never saw; ``easy1600`` the
+same with 1,600 rows (``easyN``: N rows). Every adapter is
 evaluated on every layout of ``--layouts`` with the ``loglik`` protocol (each label answer1..answer4 scored; chance
 25%) on all test records, under the mask it was trained with; so are the untrained models (``base-causal``: the
 published model, causal; ``base-mas-ready``: the MAS-ready model under MAS; ``base-repeat``).
@@ -67,11 +68,11 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--test-n", type=int, default=600, help="test records, every one evaluated in every layout")
     p.add_argument("--seeds", default="42,43")
     p.add_argument("--arms", default="causal,mas-ready,repeat")
-    p.add_argument("--regimes", default="mix,easy",
+    p.add_argument("--regimes", default="mix,easy,easy1600",
                    help="mix (--mix layouts, --train-n rows), easy (--easy layout, --easy-n rows), easyN (N rows)")
     p.add_argument("--mix", default="cqo,qoc,coq", help="layouts of the mix regime (row i: layout i mod n)")
     p.add_argument("--easy", default="cqo", help="the easy layout (the easy regime trains on it only)")
-    p.add_argument("--layouts", default="cqo,qoc,coq", help="layouts every model is evaluated on")
+    p.add_argument("--layouts", default="cqo,qoc,coq,qco,oqc,ocq", help="layouts every model is evaluated on")
     p.add_argument("--lr", default="1e-3", help="LoRA learning rate (every arm)")
     p.add_argument("--answer-form", default="text", choices=["text", "label"],
                    help="text: the option's text is the answer, scored by the choice protocol; label: answer1..4, "
