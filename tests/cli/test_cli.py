@@ -31,6 +31,7 @@ def test_demo_answers_with_the_adapted_model_and_the_original(smollm2, capsys):
     chat, choice = chat.split("--- a multiple-choice question")
     assert "'#' = may attend" in head
     assert order.count("(causal prefill, tuned on facts-first prompts) -> ") == 1
+    assert order.count("of the probability over the options)") == 3
     assert order.count("(MAS prefill, tuned on facts-first prompts) -> ") == 1
     assert order.count("(causal, prompt sent twice, tuned on facts-first prompts) -> ") == 1
     assert re.search(r"qoc \(question, options, facts last: never trained\): causal \d+/40 +MAS \d+/40 +repeat \d+/40",
