@@ -37,7 +37,7 @@ CHART = DOCS.parent / "prefill_ratio.png"
 
 def route_pairs(route: str, length: int, segs: torch.Tensor) -> int:
     """Query-key pairs the route's kernels compute for one prompt."""
-    from segmask.hf.prefill import chunk_bounds
+    from segmask.hf.plan import chunk_bounds
 
     if route == "dense":
         return length * length
@@ -48,9 +48,9 @@ def route_pairs(route: str, length: int, segs: torch.Tensor) -> int:
 
 
 def bench_length(models: dict, length: int, reps: int, tail: int, flex: bool, user_segments: int) -> dict:
-    import segmask
     from segmask.hf.attention import build_mas_masks
-    from segmask.hf.prefill import chunk_bounds, chunk_mask, mas_prefill
+    from segmask.hf.plan import chunk_bounds, plan_prefill
+    from segmask.hf.prefill import chunk_mask, mas_prefill
 
     model = models["sdpa"]
     config = model.config
@@ -109,7 +109,7 @@ def bench_length(models: dict, length: int, reps: int, tail: int, flex: bool, us
              for r in ("dense", "segment")}
     return dict(length=length, segments=seg_lengths, tail=tail, times=times, errors=errors, floor=floor,
                 flops=flops, causal_cpu=causal_cpu, mask_share={k: v / causal_cpu for k, v in mask_cpu.items()},
-                compile_s=compile_s, auto=segmask.hf.prefill.choose_route(config, segs, length))
+                compile_s=compile_s, auto=plan_prefill(config, segs, batch_size=1, query_length=length).route)
 
 
 def bench_decode(model, length: int, steps: int, reps: int) -> dict:

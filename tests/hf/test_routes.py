@@ -10,7 +10,8 @@ import torch
 import segmask
 from segmask.core.masks import same_segment_mod, segment_mask, segment_mask_rows
 from segmask.hf.attention import build_mas_masks
-from segmask.hf.prefill import choose_route, chunk_bounds, chunk_mask, mas_prefill, segment_prefill
+from segmask.hf.plan import chunk_bounds, pair_cost_tokens, plan_prefill
+from segmask.hf.prefill import chunk_mask, mas_prefill, segment_prefill
 
 from ..hf_models import tiny_model
 
@@ -173,22 +174,27 @@ def test_routes_agree_and_decode_continues():
         steps = [m(input_ids=nxt, past_key_values=o.past_key_values, segment_ids=ids).logits for m, o in
                  ((model, dense), (model, seg))]
         torch.testing.assert_close(steps[0], steps[1], rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="unknown prefill route"):
+    with pytest.raises(ValueError, match="unknown prefill_route 'blocks'"):
         mas_prefill(model, input_ids, ids, route="blocks")
 
 
-def test_choose_route_weighs_saved_pairs_against_calls():
-    from segmask.hf.prefill import pair_cost_tokens
+def route_of(config, segment_ids, end, start=0):
+    return plan_prefill(config, segment_ids, batch_size=len(segment_ids), query_length=end - start, past=start).route
 
+
+def test_plan_prefill_weighs_saved_pairs_against_calls():
     config = tiny_model("llama", "sdpa", **WIDE).config
+    config.max_position_embeddings = 8192
     per_pair = pair_cost_tokens(config)
     # independent count: 4 heads x 16 dims x 2 (QK, PV) / (q, o: 2 x 64 x 64, k, v: 2 x 64 x 32, MLP: 3 x 64 x 96)
     assert per_pair == pytest.approx(128 / (8192 + 4096 + 18432))
     short = torch.tensor([[0] * 16 + [1] * 40 + [-1] * 8])
-    assert choose_route(config, short, 64) == "dense"  # saves too few pairs for two extra calls
+    assert route_of(config, short, 64) == "dense"  # saves too few pairs for two extra calls
     long = torch.tensor([[0] * 2048 + [1] * 6000 + [-1] * 144])
-    assert choose_route(config, long, 8192) == "segment"
-    assert choose_route(config, long, 8192, start=2048) == "segment"
-    assert choose_route(config, torch.full((1, 8192), -1), 8192) == "dense"  # causal only: one chunk
+    assert route_of(config, long, 8192) == "segment"
+    assert route_of(config, long, 8192, start=2048) == "segment"
+    assert route_of(config, torch.full((1, 8192), -1), 8192) == "dense"  # causal only: one chunk
+    assert plan_prefill(config, long, batch_size=1, query_length=8192).bounds == (0, 2048, 8048, 8192)
+    assert plan_prefill(config, short, batch_size=1, query_length=64).bounds == (0, 64)  # one call
     config._attn_implementation = "flex_attention"
-    assert choose_route(config, long, 8192) == "dense"
+    assert route_of(config, long, 8192) == "dense"

@@ -28,12 +28,11 @@ from typing import Any
 
 import torch
 
-from ..core.masks import validate_segment_ids
 from ..core.runs import CAUSAL
 from ..core.segments import pad_token_id
 from ..hf.backend import cache_kwarg, is_enabled, output_cache, unwrap
-from ..hf.generate import expand_size
-from ..hf.prefill import ROUTES
+from ..hf.generate import expand_size, generate_blockers
+from ..hf.plan import PrefillPlan, check_route, plan_prefill
 from .decode import DecodeLoop, GenRequest
 from .prefix_cache import LivePrefix, PrefixCache, PrefixEntry
 
@@ -119,11 +118,8 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
     check_prompts(model, input_ids, attention_mask, gen_kwargs.get("max_new_tokens"))
     if segment_ids is not None and not is_enabled(model):
         raise ValueError("batch has segment_ids but MAS is not enabled on this model: call segmask.enable(model)")
-    if segment_ids is not None:
-        validate_segment_ids(segment_ids, attention_mask)  # the mask path's own check, before anything runs
-    route = gen_kwargs.get("prefill_route", "auto")
-    if route not in ("auto", *ROUTES):
-        raise ValueError(f"unknown prefill_route {route!r}; expected 'auto' or one of {ROUTES}")
+    on_loop = runs_on_loop(unwrap(model).generation_config, gen_kwargs)
+    plan = _plan(model, input_ids, attention_mask, segment_ids, gen_kwargs, on_loop or past is not None)
     if prefix_cache is not None and segment_ids is not None and past is None:
         prefix_cache.check(model, tokenizer)
     else:
@@ -131,7 +127,7 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
     rows = _unpad(input_ids, attention_mask, segment_ids)
     if past is not None and any(tuple(ids[:past.length]) != tuple(past.token_ids) for ids, _ in rows):
         raise ValueError(f"every prompt must start with the {past.length} tokens held in the KV cache (past)")
-    if runs_on_loop(unwrap(model).generation_config, gen_kwargs):
+    if on_loop:
         return _loop_generate(model, rows, segment_ids is not None, prefix_cache, tokenizer, gen_kwargs, past)
     if tokenizer is not None:
         gen_kwargs.setdefault("tokenizer", tokenizer)
@@ -140,7 +136,23 @@ def generate(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], *, prefi
     if past is not None:  # transformers' generate skips the cached tokens of input_ids itself
         return _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[past.length] * len(rows),
                     past_key_values=past.cache)[0]
-    return _transformers_generate(model, input_ids, attention_mask, segment_ids, prefix_cache, gen_kwargs)
+    return _transformers_generate(model, input_ids, attention_mask, segment_ids, prefix_cache, gen_kwargs, plan)
+
+
+def _plan(model, input_ids, attention_mask, segment_ids, gen_kwargs, own_prefill: bool) -> PrefillPlan | None:
+    """The batch's ``PrefillPlan`` before anything runs (errors name the caller's sample); None without ids. Blocked by
+    ``generate_blockers`` unless ``own_prefill`` (the decode loop or a caller's cache prefills)."""
+    route = gen_kwargs.get("prefill_route", "auto")
+    if segment_ids is None:
+        check_route(route)
+        return None
+    if tuple(segment_ids.shape) != tuple(attention_mask.shape):  # a row's ids are read beside its tokens (_unpad)
+        raise ValueError(f"segment_ids shape {tuple(segment_ids.shape)} does not match attention_mask shape "
+                         f"{tuple(attention_mask.shape)}")
+    blocked = [] if own_prefill else generate_blockers(model, input_ids, attention_mask, gen_kwargs)
+    return plan_prefill(unwrap(model).config, segment_ids, batch_size=input_ids.shape[0],
+                        query_length=input_ids.shape[1], attention_mask=attention_mask, route=route, blocked=blocked,
+                        device=input_ids.device)
 
 
 def runs_on_loop(generation_config: Any, gen_kwargs: Mapping[str, Any]) -> bool:
@@ -236,27 +248,30 @@ def _stop_check(tokenizer: Any, stops: Any) -> Callable[[list[int]], bool] | Non
     return seen
 
 
-def _transformers_generate(model, input_ids, attention_mask, segment_ids, prefix_cache, gen_kwargs) -> Generation:
-    """transformers' ``generate`` with the MAS prefill, for the options the decode loop does not have."""
+def _transformers_generate(model, input_ids, attention_mask, segment_ids, prefix_cache, gen_kwargs, plan) -> Generation:
+    """transformers' ``generate`` with the MAS prefill (by ``plan`` when cold), for options the loop lacks."""
     if prefix_cache is None:
-        return _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[0] * len(input_ids))[0]
+        return _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[0] * len(input_ids),
+                    plan=plan)[0]
     rows = _unpad(input_ids, attention_mask, segment_ids)
     entries = [prefix_cache.lookup(ids, segs) for ids, segs in rows]
     if entries[0] is None and len(rows) > 1:
         entries = [prefix_cache.prefill_shared(model, rows)] * len(rows)
     if entries[0] is not None and all(e is entries[0] for e in entries):
         return _generate_warm(model, rows, entries[0], gen_kwargs)
-    out, past = _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[0] * len(rows))
+    out, past = _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, reused=[0] * len(rows), plan=plan)
     pads = (attention_mask.shape[1] - attention_mask.sum(-1)).tolist()
     prefix_cache.store(rows, past, pads, expand_size(unwrap(model).generation_config, gen_kwargs))
     return out
 
 
-def _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, *, reused,
-         past_key_values=None) -> tuple[Generation, Any]:
+def _run(model, input_ids, attention_mask, segment_ids, gen_kwargs, *, reused, past_key_values=None,
+         plan=None) -> tuple[Generation, Any]:
     extra = {} if segment_ids is None else {"segment_ids": segment_ids}
     if past_key_values is not None:
         extra[cache_kwarg(model)] = past_key_values
+    elif plan is not None:  # the prompt's own plan: generate neither checks nor routes it again
+        extra["prefill_plan"] = plan
     gen_kwargs = {**gen_kwargs, "return_dict_in_generate": True}
     with torch.no_grad():  # the one call of transformers' generate: options the decode loop lacks (runs_on_loop)
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **extra, **gen_kwargs)

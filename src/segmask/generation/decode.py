@@ -159,7 +159,7 @@ class DecodeLoop:
             segment_ids = torch.cat([torch.tensor([prefix.segment_ids] * len(batch)).to(segment_ids), segment_ids], 1)
         positions = position_ids_from_attention_mask(attention_mask)
         kwargs = dict(attention_mask=attention_mask, position_ids=positions[:, p:], logits_to_keep=1)
-        if self.mas:  # "auto": the cheaper route for this prompt shape (segmask.hf.prefill.choose_route)
+        if self.mas:  # "auto": the cheaper route for this prompt shape (segmask.hf.plan.plan_prefill)
             out = mas_prefill(self.model, enc["input_ids"], segment_ids, past_key_values=cache,
                               route=self.prefill_route, **kwargs)
         else:

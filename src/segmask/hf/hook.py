@@ -14,14 +14,14 @@ every decode step, and a forward whose query tokens are all causal runs the vani
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 
-from ..core.masks import as_segment_ids, pad_segment_ids, renumber_segments, validate_documents, validate_segment_ids
-from ..core.runs import CAUSAL, check_whole_segments
 from . import generate
 from .attention import build_mas_masks, packed_documents
 from .backend import STATE_ATTR, check_backend, decoder, past_length, unwrap
+from .plan import PrefillPlan, plan_prefill
 
 
 def enable(model: torch.nn.Module) -> torch.nn.Module:
@@ -33,13 +33,14 @@ def enable(model: torch.nn.Module) -> torch.nn.Module:
     What it changes on the model, all undone by ``disable``:
 
     - the decoder (the module that builds attention masks, ``backend.decoder``) gets one forward pre-hook
-      (``hook.make_hook``): it pops ``segment_ids`` and turns them into the backend's mask format (sdpa: bool, eager:
-      additive float, flex_attention: BlockMask) with transformers' ``create_causal_mask``; its handle is stored in
-      the decoder attribute ``_segmask_state`` (``backend.STATE_ATTR``);
+      (``hook.make_hook``): it pops ``segment_ids`` (ids, or a ``segmask.hf.plan.PrefillPlan``) and turns them into
+      the backend's mask format (sdpa: bool, eager: additive float, flex_attention: BlockMask) with transformers'
+      ``create_causal_mask``; its handle is stored in the decoder attribute ``_segmask_state``
+      (``backend.STATE_ATTR``);
     - the transformers model (inside a PeftModel, if wrapped) gets three instance attributes that shadow its class
-      methods (``generate.install``): ``generate`` (accepts ``prefill_route``, may prefill long prompts segment by
-      segment), ``create_masks_for_generate`` (keeps the 2-D mask while a MAS prompt is generated) and
-      ``_validate_model_kwargs`` (lets ``segment_ids`` through); during a MAS ``generate`` call a flag
+      methods (``generate.install``): ``generate`` (accepts ``prefill_route`` and ``prefill_plan``, may prefill
+      long prompts segment by segment), ``create_masks_for_generate`` (keeps the 2-D mask while a MAS prompt is
+      generated) and ``_validate_model_kwargs`` (lets ``segment_ids`` through); during a MAS ``generate`` call a flag
       ``_segmask_generating`` sits in its ``__dict__``.
     """
     mask_builder = decoder(model)
@@ -80,57 +81,36 @@ def make_hook(param_names: list[str]):
     return segmask_pre_forward
 
 
-def apply_mas(module: torch.nn.Module, segment_ids: torch.Tensor, kwargs: dict) -> None:
-    """Replace ``kwargs["attention_mask"]`` with MAS masks when any query token lies in a segment."""
-    config = module.config
+def apply_mas(module: torch.nn.Module, segment_ids: Any, kwargs: dict) -> None:
+    """Replace ``kwargs["attention_mask"]`` with MAS masks when any query token lies in a segment.
+
+    ``segment_ids`` is either the caller's ids [B, L] (``model(..., segment_ids=ids)``, transformers' ``generate``),
+    planned here by ``segmask.hf.plan.plan_prefill``, or the ``PrefillPlan`` that ``segmask.hf.prefill.run_prefill``
+    passes for each of its forward calls, already checked: it is only matched against the call.
+    """
     input_ids, embeds = kwargs.get("input_ids"), kwargs.get("inputs_embeds")
     ref = input_ids if input_ids is not None else embeds
     if ref is None:
         raise ValueError("segment_ids given without input_ids or inputs_embeds")
     batch_size, query_length = ref.shape[:2]
-    segment_ids = as_segment_ids(segment_ids)
-    if segment_ids.ndim != 2 or segment_ids.shape[0] != batch_size:
-        raise ValueError(
-            f"segment_ids shape {tuple(segment_ids.shape)} does not match the batch of {batch_size} sequences"
-        )
     attention_mask = kwargs.get("attention_mask")
-    if attention_mask is not None and attention_mask.ndim != 2:
-        raise ValueError("segment_ids needs a 2-D attention_mask (or none); got a prepared mask of "
-                         f"{attention_mask.ndim} dims")
     # transformers >= 5.2x names the decoder's cache argument `cache` (`past_key_values` before)
     past_key_values = kwargs.get("cache") if kwargs.get("cache") is not None else kwargs.get("past_key_values")
     past = past_length(past_key_values)
-    if past >= segment_ids.shape[1]:
-        return  # decode steps after the prompt: causal tokens, the vanilla path bit for bit
     total = past + query_length
-    max_positions = getattr(config, "max_position_embeddings", None)
-    if max_positions is not None and total > max_positions:
-        raise ValueError(f"sequence of {total} tokens exceeds the model's max_position_embeddings {max_positions}")
-    segment_ids = segment_ids.to(ref.device)
-    padding = attention_mask[:, : segment_ids.shape[1]] if attention_mask is not None else None
-    if padding is not None and padding.shape[1] < segment_ids.shape[1]:
-        raise ValueError(
-            f"segment_ids covers {segment_ids.shape[1]} positions but attention_mask only {padding.shape[1]}"
-        )
     documents = packed_documents(kwargs.get("position_ids"), attention_mask, past_key_values, batch_size)
-    try:
-        validate_segment_ids(segment_ids, padding)
-    except ValueError as err:
-        if documents is None:
-            raise
-        raise ValueError(f"{err}; in a packed row segment ids must be unique across its sequences "
-                         "(segmask.pack renumbers them)") from None
-    if documents is not None:
-        validate_documents(pad_segment_ids(segment_ids, total), documents.to(segment_ids.device))
-    segment_ids = renumber_segments(segment_ids)  # small ids whatever the caller used
-    query_segments = pad_segment_ids(segment_ids, total)[:, past:total]
-    if not (query_segments != CAUSAL).any() and documents is None:
+    if isinstance(segment_ids, PrefillPlan):
+        plan = segment_ids
+        plan.check_call(batch_size, past, total)
+    else:
+        plan = plan_prefill(module.config, segment_ids, batch_size=batch_size, query_length=query_length, past=past,
+                            attention_mask=attention_mask, route="dense", documents=documents, device=ref.device)
+    if not plan.has_segments(past, total) and documents is None:
         return  # decode steps and causal-only inputs: the vanilla path, bit for bit
-    check_whole_segments(segment_ids, past, total)
     dtype = embeds.dtype if embeds is not None else module.get_input_embeddings().weight.dtype
     masks = build_mas_masks(
-        config,
-        segment_ids,
+        module.config,
+        plan.segment_ids,
         batch_size=batch_size,
         query_length=query_length,
         dtype=dtype,
