@@ -88,3 +88,12 @@ def reference_logits(model, family, input_ids, attention_mask, segment_ids, posi
             return model(input_ids=input_ids, attention_mask=mask_arg, position_ids=position_ids).logits
     finally:
         model.set_attn_implementation(previous)
+
+
+def left_padded(rows):
+    """rows: list of (token ids, segment ids) -> batch dict of [B, T] tensors, left padded with causal pad."""
+    width = max(len(ids) for ids, _ in rows)
+    pad = lambda xs, v: [v] * (width - len(xs)) + list(xs)  # noqa: E731
+    return {"input_ids": torch.tensor([pad(ids, 0) for ids, _ in rows]),
+            "attention_mask": torch.tensor([pad([1] * len(ids), 0) for ids, _ in rows]),
+            "segment_ids": torch.tensor([pad(segs, -1) for _, segs in rows])}

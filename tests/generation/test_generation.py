@@ -8,7 +8,7 @@ import torch
 import segmask
 from segmask.generation import generate
 
-from ..hf_models import tiny_model
+from ..hf_models import left_padded, tiny_model
 from ..mas_reference import reference_greedy, tolerance
 
 IDS = dict(vocab_size=128, pad_token_id=0, bos_token_id=2, eos_token_id=1)
@@ -18,15 +18,6 @@ def tiny(family: str = "llama", attn: str = "sdpa"):
     """The shared tiny model, full attention only (prefix caching needs it), MAS enabled."""
     extra = {"use_sliding_window": False} if family == "qwen2" else {}
     return segmask.enable(tiny_model(family, attn, **IDS, **extra))
-
-
-def left_padded(rows):
-    """rows: list of (token ids, segment ids) -> batch dict of [B, T] tensors, left padded with causal pad."""
-    width = max(len(ids) for ids, _ in rows)
-    pad = lambda xs, v: [v] * (width - len(xs)) + list(xs)  # noqa: E731
-    return {"input_ids": torch.tensor([pad(ids, 0) for ids, _ in rows]),
-            "attention_mask": torch.tensor([pad([1] * len(ids), 0) for ids, _ in rows]),
-            "segment_ids": torch.tensor([pad(segs, -1) for _, segs in rows])}
 
 
 # Prompts of different lengths: one ending inside a bidirectional segment (its first new token comes from the

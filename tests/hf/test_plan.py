@@ -12,7 +12,7 @@ from segmask.hf import plan as plan_module
 from segmask.hf.plan import chunk_bounds, plan_prefill
 from segmask.hf.prefill import mas_prefill
 
-from ..hf_models import tiny_model
+from ..hf_models import left_padded, tiny_model
 
 IDS = dict(vocab_size=128, pad_token_id=0, bos_token_id=2, eos_token_id=1)
 ROWS = [([5, 6, 7, 8, 9, 10, 11], [0, 0, 0, 1, 1, 1, 1]),
@@ -20,21 +20,12 @@ ROWS = [([5, 6, 7, 8, 9, 10, 11], [0, 0, 0, 1, 1, 1, 1]),
         ([23, 24, 25, 26, 27], [-1, 0, 0, -1, -1])]
 
 
-def batch_of(rows):
-    """(token ids, segment ids) rows -> left-padded batch of [B, T] tensors."""
-    width = max(len(ids) for ids, _ in rows)
-    pad = lambda xs, v: [v] * (width - len(xs)) + list(xs)  # noqa: E731
-    return {"input_ids": torch.tensor([pad(ids, 0) for ids, _ in rows]),
-            "attention_mask": torch.tensor([pad([1] * len(ids), 0) for ids, _ in rows]),
-            "segment_ids": torch.tensor([pad(segs, -1) for _, segs in rows])}
-
-
 def test_every_entry_point_takes_the_route_plan_prefill_decides(monkeypatch):
     """Force the one route decision (``decide_route``) either way: every entry point prefills in as many forward
     calls as the plan says, also where the cost model would pick the other route. An entry point with a route
     chooser of its own would not follow."""
     model = segmask.enable(tiny_model("llama", "sdpa", **IDS))
-    batch = batch_of(ROWS)
+    batch = left_padded(ROWS)
     chunks = len(chunk_bounds(batch["segment_ids"], 0, batch["input_ids"].shape[1])) - 1
     assert chunks > 2
     calls = []
@@ -59,7 +50,7 @@ def test_every_entry_point_takes_the_route_plan_prefill_decides(monkeypatch):
 def test_segment_ids_are_checked_once_per_prefill(monkeypatch):
     """The segment route on eager runs every chunk through the hook; the hook takes the plan and checks nothing."""
     model = segmask.enable(tiny_model("llama", "eager", **IDS))
-    batch = batch_of(ROWS)
+    batch = left_padded(ROWS)
     checks = []
     check = plan_module.validate_segment_ids
     monkeypatch.setattr(plan_module, "validate_segment_ids", lambda *args: checks.append(1) or check(*args))
