@@ -81,3 +81,50 @@ def test_logprobs_are_recorded_before_each_token_event(parts):
     assert len(req.token_logprobs) == len(req.generated) >= 1 and seen[:len(req.generated)] == list(
         range(1, len(req.generated) + 1))
     assert all(len(top) == 2 and top[0][1] >= top[1][1] for _, top in req.token_logprobs)
+
+
+def test_requests_arriving_mid_decode_join_the_running_batch(parts):
+    """Continuous batching: a request submitted while a long answer decodes is prefilled between two decode steps
+    and finished before it; one whose prefill fails (a token id outside the vocabulary) fails alone. Every answer
+    equals the reference's."""
+    import threading
+
+    from segmask import enable
+    from segmask.serve import prompt_example
+    from segmask.serve.batcher import Batcher, GenRequest
+
+    reference, tok = parts
+    batcher = Batcher(enable(copy.deepcopy(reference)), tok, max_batch_size=4, batch_wait_s=0.0)
+    order: list[str] = []
+    third_token = threading.Event()
+    finished = {name: threading.Event() for name in ("long", "short", "bad")}
+
+    def events(name):
+        def on_event(kind, value):
+            if kind == "token" and name == "long" and len(reqs["long"].generated) == 3:
+                third_token.set()
+            if kind != "token":
+                order.append(f"{name}:{kind}")
+                finished[name].set()
+        return on_event
+
+    examples = {"long": prompt_example(tok, conversation(70)), "short": prompt_example(tok, conversation(71))}
+    bad_ids = prompt_example(tok, conversation(72)).input_ids
+    reqs = {"long": GenRequest(examples["long"].input_ids, examples["long"].segment_ids, 40, events("long")),
+            "short": GenRequest(examples["short"].input_ids, examples["short"].segment_ids, 4, events("short")),
+            "bad": GenRequest(bad_ids[:-1] + [10**7], prompt_example(tok, conversation(72)).segment_ids, 4,
+                              events("bad"))}
+    batcher.start()
+    try:
+        batcher.submit(reqs["long"])
+        assert third_token.wait(60)
+        batcher.submit(reqs["bad"])
+        batcher.submit(reqs["short"])
+        assert all(event.wait(120) for event in finished.values())
+    finally:
+        batcher.stop()
+    assert order.index("short:done") < order.index("long:done") and "bad:error" in order, order
+    assert len(reqs["long"].generated) == 40  # still decoding when the others joined
+    for name, i, n in (("long", 70, 40), ("short", 71, 4)):
+        got = tok.decode(reqs[name].generated, skip_special_tokens=True)
+        assert got == direct_answer(reference, tok, conversation(i), max_new_tokens=n), name

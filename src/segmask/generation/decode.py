@@ -29,6 +29,7 @@ from ..core.runs import CAUSAL
 from ..core.segments import collate, from_segment_ids, pad_token_id, position_ids_from_attention_mask
 from ..hf.backend import cache_kwarg, eos_token_ids, output_cache, unwrap
 from ..hf.prefill import mas_prefill
+from .rows import Rows, joinable
 from .sampling import make_generator, pick_token, token_logprobs
 
 
@@ -92,12 +93,33 @@ class DecodeLoop:
         self._eos_index = torch.tensor(sorted(self.eos_ids), dtype=torch.long)  # held back before min_new_tokens
         self.prefill_route, self.isolate = prefill_route, isolate
 
-    def run(self, requests: list[GenRequest]) -> int:
-        """Run ``requests`` in as few batches as their cached prefixes allow; returns the number of batches."""
+    def run(self, requests: list[GenRequest], admit: Callable[[int], list[GenRequest]] | None = None) -> int:
+        """Run ``requests`` in as few batches as their cached prefixes allow; returns the number of prefills.
+
+        With ``admit`` (continuous batching, the server), finished rows leave the running batch after each decode
+        step and ``admit(n)`` (n: rows still running) is asked for new requests, which are prefilled and join the
+        batch; the call returns once no row is left. Caches that cannot be re-laid out by row
+        (``segmask.generation.rows.joinable``: sliding-window, quantized, ...) admit nothing and run as without it.
+        """
         groups = self.group_by_prefix(requests)
-        for group, entry in groups:
-            self.run_batch(group, entry)
-        return len(groups)
+        if admit is None:
+            for group, entry in groups:
+                self.run_batch(group, entry)
+            return len(groups)
+        prefills, running = 0, None
+        while groups or running is not None:
+            for group, entry in groups:
+                prefills += 1
+                for rows in self._open(group, entry):
+                    running = rows if running is None else running.join(rows)
+            if running is not None and not joinable(running.cache):
+                self._decode(running)
+                return prefills
+            if running is not None:
+                running = self._decode(running, steps=None)
+            new = admit(0 if running is None else len(running.requests))
+            groups = self.group_by_prefix(new) if new else []
+        return prefills
 
     def group_by_prefix(self, requests: list[GenRequest]) -> list[tuple[list[GenRequest], Any]]:
         """Split ``requests`` into (requests, prefix entry or None) groups that can be prefilled together; cold
@@ -124,6 +146,13 @@ class DecodeLoop:
         whole, and their leading segments are stored in the prefix cache. When the batch cannot be prefilled, each
         request is run alone, so only the one at fault gets an error.
         """
+        for rows in self._open(batch, prefix):
+            self._decode(rows)
+
+    @torch.no_grad()
+    def _open(self, batch: list[GenRequest], prefix: Any) -> list[Rows]:
+        """Prefill ``batch``: its rows, ready for their first token. When the batch cannot be prefilled (and
+        ``isolate``), each request is prefilled alone and the one at fault fails."""
         for req in batch:
             req.reused = 0 if prefix is None else prefix.length
         try:
@@ -133,11 +162,16 @@ class DecodeLoop:
                 raise
             if len(batch) == 1:
                 self._fail(batch[0], err)
-                return
-            for req in batch:
-                self.run_batch([req], prefix)
-            return
-        self._decode(batch, out, attention_mask, positions)
+                return []
+            return [rows for req in batch for rows in self._open([req], prefix)]
+        live, generators = [True] * len(batch), [None] * len(batch)
+        for b, req in enumerate(batch):
+            try:
+                generators[b] = make_generator(req.seed, attention_mask.device)
+            except Exception as err:
+                live[b] = False
+                self._fail(req, err)
+        return [Rows.after(batch, out, attention_mask, positions[:, -1:], live, generators)]
 
     def _prefill(self, batch: list[GenRequest], prefix: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
         """One prefill forward of ``batch``: (output with the last position's logits and the KV cache,
@@ -169,33 +203,32 @@ class DecodeLoop:
             self.prefix_cache.store([(r.input_ids, r.segment_ids) for r in batch], output_cache(out), pads)
         return out, attention_mask, positions
 
-    def _decode(self, batch: list[GenRequest], out: Any, attention_mask: torch.Tensor,
-                positions: torch.Tensor) -> None:
-        """Decode one token per step for every live row of ``batch`` after its prefill ``out``."""
-        device = attention_mask.device
-        live, generators = [True] * len(batch), [None] * len(batch)
-        for b, req in enumerate(batch):
+    @torch.no_grad()
+    def _decode(self, rows: Rows, steps: int | None = -1) -> Rows | None:
+        """Decode one token per step for every live row of ``rows``, ``steps`` steps at most (-1: until every row
+        is done; None: one step, then the finished rows leave and the rest are returned, ready for their next token,
+        or None when none is left)."""
+        for _ in range(max(r.max_new_tokens for r in rows.requests) if steps == -1 else 1):
+            next_ids = self._step(rows.requests, rows.logits, rows.live, rows.generators)
+            if steps is None:
+                index = [b for b, alive in enumerate(rows.live) if alive]
+                next_ids = [next_ids[b] for b in index]
+                rows = rows.keep(index) if len(index) < len(rows.requests) else rows
+            if not any(rows.live):
+                return None
+            rows.attention_mask = torch.cat([rows.attention_mask, rows.attention_mask.new_ones(len(next_ids), 1)], 1)
+            rows.last_pos = rows.last_pos + 1
             try:
-                generators[b] = make_generator(req.seed, device)
+                out = self.model(input_ids=torch.tensor(next_ids, device=rows.attention_mask.device)[:, None],
+                                 attention_mask=rows.attention_mask, position_ids=rows.last_pos,
+                                 use_cache=True, **{cache_kwarg(self.model): rows.cache})
             except Exception as err:
-                live[b] = False
-                self._fail(req, err)
-        last_pos = positions[:, -1:]
-        for _ in range(max(r.max_new_tokens for r in batch)):
-            next_ids = self._step(batch, out.logits[:, -1, :].float(), live, generators)
-            if not any(live):
-                return
-            attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(batch), 1)], dim=1)
-            last_pos = last_pos + 1
-            try:
-                out = self.model(input_ids=torch.tensor(next_ids, device=device)[:, None],
-                                 attention_mask=attention_mask, position_ids=last_pos,
-                                 use_cache=True, **{cache_kwarg(self.model): output_cache(out)})
-            except Exception as err:
-                for b, req in enumerate(batch):
-                    if live[b]:
+                for b, req in enumerate(rows.requests):
+                    if rows.live[b]:
                         self._fail(req, err)
-                return
+                return None
+            rows.logits, rows.cache = out.logits[:, -1, :].float(), output_cache(out)
+        return rows
 
     def _step(self, batch: list[GenRequest], logits: torch.Tensor, live: list[bool], generators: list) -> list[int]:
         """Choose each live row's next token from ``logits`` [B, V] (``live`` updated in place); the ids to feed."""

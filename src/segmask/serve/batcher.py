@@ -1,7 +1,10 @@
 """A request queue for serving: one worker thread takes up to ``max_batch_size`` waiting requests (waiting
 ``batch_wait_s`` for more to arrive) and runs them through the decode loop (``segmask.generation.decode``, grouped
 by cached prefix): MAS prefill of the padded batch, then causal decoding, tokens reported through each
-request's callback as they are produced, so the same loop serves streaming and non-streaming clients.
+request's callback as they are produced, so the same loop serves streaming and non-streaming clients. Batching is
+continuous: after each decode step finished rows leave and requests that arrived meanwhile are prefilled and join
+the running batch, up to ``max_batch_size`` rows (models whose KV cache cannot be re-laid out by row, e.g.
+sliding-window layers, finish their batch first; ``segmask.generation.rows``).
 
     >>> batcher = Batcher(model, tokenizer, mas=True)              # model: segmask.enable()d causal LM
     >>> batcher.start()
@@ -73,6 +76,21 @@ class Batcher(DecodeLoop):
             raise QueueFull(f"{self.max_queue} requests are already waiting")
         self._queue.put(request)
 
+    def _admit(self, running: int) -> list[GenRequest]:
+        """Waiting requests for the free rows of the running batch (continuous batching): taken without waiting,
+        none once ``stop`` has been called."""
+        taken: list[GenRequest] = []
+        while running + len(taken) < self.max_batch_size:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                self._queue.put(None)
+                break
+            taken.append(nxt)
+        return taken
+
     def _loop(self) -> None:
         while True:
             first = self._queue.get()
@@ -90,7 +108,7 @@ class Batcher(DecodeLoop):
                     break
                 batch.append(nxt)
             try:
-                self.batches_run += self.run(batch)
+                self.batches_run += self.run(batch, admit=self._admit)
             except Exception as err:  # run_batch isolates request failures; this is the last line of defence
                 for req in batch:
                     self._fail(req, err)
