@@ -185,7 +185,8 @@ def summarize(records: list[dict], wall: float) -> dict:
 def measure(args: argparse.Namespace, workloads: list[Workload]) -> dict:
     """Start the three servers, warm them up, then per workload: capacities, rates, one cell per (rate, server)."""
     prompts = check_prompts(workloads[0])
-    specs = {k: (kind, {**env, "OMP_NUM_THREADS": str(args.threads)}) for k, (kind, env) in SERVERS.items()}
+    specs = {k: (kind, {**env, "OMP_NUM_THREADS": str(args.threads)}) for k, (kind, env) in SERVERS.items()
+             if k in args.servers}
     result = {"prefill_prompt_tokens": prompts, "capacity_rps": {}, "rates": {}, "cells": []}
     with serving(specs, args.concurrency, args.out / "load_logs") as urls:
         for key, url in urls.items():  # first requests; each prefix cache gets the shared system prompt
@@ -194,6 +195,10 @@ def measure(args: argparse.Namespace, workloads: list[Workload]) -> dict:
         for w in workloads:
             if args.rates:
                 rates = args.rates
+            elif args.add_to:  # the earlier run's rates (so its arrival times); this run's capacities beside its own
+                result["capacity_rps"][w.name] = {k: run_load(u, w, [0.0] * args.concurrency, "cap")["achieved_rps"]
+                                                  for k, u in urls.items()}
+                rates = args.add_to["rates"][w.name]
             else:
                 caps = {k: run_load(u, w, [0.0] * args.concurrency, "cap")["achieved_rps"] for k, u in urls.items()}
                 result["capacity_rps"][w.name] = caps
@@ -207,6 +212,18 @@ def measure(args: argparse.Namespace, workloads: list[Workload]) -> dict:
                     result["cells"].append({"server": key, "workload": w.name, "offered_rps": rate, **cell})
                     print(json.dumps(result["cells"][-1]), flush=True)
     return result
+
+
+def merge(earlier: dict, later: dict, servers: list[str]) -> dict:
+    """``earlier`` with the cells and capacities of ``servers`` replaced by ``later``'s; ``later`` (when, load,
+    duration, servers) is listed in ``later_runs``, so the docs say which cells are from when."""
+    caps = {w: {**earlier["capacity_rps"].get(w, {}), **later["capacity_rps"].get(w, {})}
+            for w in {*earlier["capacity_rps"], *later["capacity_rps"]}}
+    merged = {**earlier, "capacity_rps": caps,
+              "cells": [c for c in earlier["cells"] if c["server"] not in servers] + later["cells"]}
+    merged["later_runs"] = [*earlier.get("later_runs", []), {
+        "servers": servers, **{k: later[k] for k in ("when", "duration_s", "load_before", "load_after")}}]
+    return merged
 
 
 def write_doc(body: str) -> None:
@@ -254,12 +271,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", type=float, nargs="+", help="offered requests/s (skips the capacity bursts)")
     parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of every server")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--servers", nargs="+", choices=list(SERVERS), default=list(SERVERS),
+                        help="measure only these servers (with --add-to: re-measure them into the earlier result)")
+    parser.add_argument("--add-to", action="store_true",
+                        help="run at the rates of --out's load.json and replace that file's cells and capacities of "
+                             "--servers with this run's (the file lists each run that measured some of its cells)")
     args = parser.parse_args(argv)
     if args.smoke and args.write:
         parser.error("--smoke never writes docs")
     if args.smoke:
         args.requests, args.concurrency, args.multipliers, args.threads = 3, 2, [1.0], 1
     path = args.out / ("load_smoke.json" if args.smoke else "load.json")
+    if args.add_to:
+        args.add_to = earlier = json.loads(path.read_text())
+        args.requests, args.concurrency, args.threads, args.seed = (earlier[k] for k in (
+            "requests", "concurrency", "threads", "seed"))
     if not args.report:
         before, workloads = load_average(), [Workload("prefill", 2 if args.smoke else 16),
                                               Workload("decode", 8 if args.smoke else 128)]
@@ -270,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                       max_tokens={w.name: w.max_tokens for w in workloads}, cpus=os.cpu_count(), seed=args.seed,
                       duration_s=time.time() - started, versions=versions(),
                       when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)))
+        if args.add_to:
+            result = merge(args.add_to, result, args.servers)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1))
     body = render_load(json.loads(path.read_text()))

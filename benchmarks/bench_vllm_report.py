@@ -54,7 +54,8 @@ def _span(values: list[float], unit: str = "") -> str:
 
 
 LOAD_SERVERS = {"vllm-mas": "vLLM + plugin, MAS", "vllm-causal": "vLLM + plugin, causal",
-                "segmask-mas": "`segmask serve`, MAS"}
+                "segmask-mas": "`segmask serve`, MAS",
+                "segmask-mas-static": "`segmask serve`, MAS, static batching"}
 LOAD_WORKLOADS = {"prefill": "a shared system prompt + the request's own user message",
                   "decode": "a short user message asking for a long story"}
 
@@ -72,6 +73,10 @@ def render_load(result: dict) -> str:
              "of the requests were at least that fast); output tok/s is every output token over the time from the "
              "first arrival to the last answer." + (f" With {result['requests']} requests, p99 is the slowest one."
                                                    if result["requests"] < 100 else "")]
+    for run in result.get("later_runs", []):
+        lines[0] += (f" Re-measured into the same tables on {run['when']} ({run['duration_s'] / 60:.0f} min, load "
+                     f"average {run['load_before']} -> {run['load_after']}), at the first run's rates and arrival "
+                     "times: " + ", ".join(LOAD_SERVERS[k] for k in run["servers"]) + ".")
     for workload, what in LOAD_WORKLOADS.items():
         cells = [c for c in result["cells"] if c["workload"] == workload]
         if not cells:
@@ -80,7 +85,9 @@ def render_load(result: dict) -> str:
         caps = result["capacity_rps"].get(workload)
         rates = (f"Burst capacity ({result['concurrency']} requests at once): "
                  + "; ".join(f"{LOAD_SERVERS[k]} {v:.2f}" for k, v in caps.items()) + " req/s; offered rates "
-                 + " / ".join(f"{m:g}" for m in result["multipliers"]) + " x the slowest." if caps
+                 + " / ".join(f"{m:g}" for m in result["multipliers"])
+                 + f" x {result['rates'][workload][0] / result['multipliers'][0]:.2f} req/s, the slowest capacity of "
+                 "the first run." if caps
                  else "Offered rates set by `--rates`.")
         span = f"{min(prompts)}" if min(prompts) == max(prompts) else f"{min(prompts)}-{max(prompts)}"
         lines += ["", f"**`{workload}`**: {what}, {span} prompt tokens, at most "

@@ -85,3 +85,27 @@ def test_study_tools_list_their_plans(tmp_path):
     assert size.returncode == 0, size.stderr
     modules, lines, code = (int(w) for w in re.findall(r"\d+", size.stdout))
     assert modules > 50 and lines > code > 1000, size.stdout
+
+
+def test_vllm_load_section_regenerates_from_the_kept_result():
+    """docs/SERVING.md's load tables are ``bench_vllm_load.py --report`` of the result kept in docs/outcomes."""
+    kept = ROOT / "docs" / "outcomes" / "vllm-load"
+    done = run("bench_vllm_load", "--report", "--out", str(kept))
+    assert done.returncode == 0, done.stderr
+    text = (ROOT / "docs" / "SERVING.md").read_text()
+    section = text.split("<!-- bench_vllm_load:start -->")[1].split("<!-- bench_vllm_load:end -->")[0]
+    assert done.stdout.strip() == section.strip()
+
+
+def test_a_later_run_replaces_only_its_servers_cells():
+    load = pytest.importorskip("bench_vllm_load")
+    cell = lambda server, rate: {"server": server, "workload": "decode", "offered_rps": rate}  # noqa: E731
+    earlier = {"cells": [cell("vllm-mas", 1.0), cell("segmask-mas", 1.0)], "capacity_rps": {
+        "decode": {"vllm-mas": 3.0, "segmask-mas": 1.0}}, "rates": {"decode": [1.0]}}
+    later = {"cells": [cell("segmask-mas", 1.0) | {"new": True}], "capacity_rps": {"decode": {"segmask-mas": 2.0}},
+             "when": "now", "duration_s": 60.0, "load_before": "0.1", "load_after": "2.0"}
+    merged = load.merge(earlier, later, ["segmask-mas"])
+    assert merged["cells"] == [cell("vllm-mas", 1.0), cell("segmask-mas", 1.0) | {"new": True}]
+    assert merged["capacity_rps"]["decode"] == {"vllm-mas": 3.0, "segmask-mas": 2.0}
+    assert merged["later_runs"] == [{"servers": ["segmask-mas"], "when": "now", "duration_s": 60.0,
+                                     "load_before": "0.1", "load_after": "2.0"}]

@@ -111,6 +111,9 @@ class DecodeLoop:
             for group, entry in groups:
                 prefills += 1
                 for rows in self._open(group, entry):
+                    if running is not None and not (joinable(running.cache) and joinable(rows.cache)):
+                        self._decode(running)  # cannot share a batch: the earlier rows finish first
+                        running = None
                     running = rows if running is None else running.join(rows)
             if running is not None and not joinable(running.cache):
                 self._decode(running)
