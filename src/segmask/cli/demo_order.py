@@ -2,15 +2,14 @@
 
 Three adapters from the order study (``benchmarks/order_study.py``, docs/RESULTS.md) answer the same ``lookup``
 questions: one LoRA-trained under the causal mask from the published SmolLM2-135M-Instruct, served causally; one
-trained under MAS from the MAS-ready model, served with MAS prefill (same data, rows, seed and 200 steps: the study's
-``easy1600`` regime); and, as the baseline MAS is measured against, one trained and served causally on the user
-message sent twice (prompt repetition; the ``easy`` regime's 800 rows, where it already answers 99.5-100%). All were
-tuned in one layout only (``cqo``: facts, question, options). First one hand-written prompt in a layout none saw in
-training (``qoc``: question, options, facts last) with each adapter's pick and its share of the probability over the
-four options, then each adapter on fresh instances drawn now with a seed the study never used, in the trained
-layout and the unseen one. Under the causal mask the question and options are read before the facts exist; under
-MAS the whole user message (one segment) is read at once; with repetition the second copy is read after the first
-copy's facts, at twice the prompt tokens.
+trained under MAS from the MAS-ready model, served with MAS prefill; and, as the baseline MAS is measured against,
+one trained and served causally on the user message sent twice (prompt repetition). All three had the same data,
+rows, seed and 200 steps (the study's ``easy1600`` regime) and were tuned in one layout only (``cqo``: facts,
+question, options). First one hand-written prompt in a layout none saw in training (``qoc``: question, options,
+facts last) with each adapter's pick and its share of the probability over the four options, then each adapter on
+fresh instances drawn now with a seed the study never used, in the trained layout and the unseen one. Under the
+causal mask the question and options are read before the facts exist; under MAS the whole user message (one segment)
+is read at once; with repetition the second copy is read after the first copy's facts, at twice the prompt tokens.
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 ADAPTERS = {"causal": "order-lookup-text-easy1600-causal-s42", "MAS": "order-lookup-text-easy1600-mas-ready-s42",
-            "repeat": "order-lookup-text-easy-repeat-s42"}
-"""Shipped adapters (``adapters/``) of the study's seed-42 arms trained on the easy layout only (``cqo``): causal and
-MAS on 1,600 rows, repetition on 800."""
+            "repeat": "order-lookup-text-easy1600-repeat-s42"}
+"""Shipped adapters (``adapters/``) of the study's seed-42 arms trained on 1,600 rows of the easy layout only
+(``cqo``)."""
 TRAINED, UNSEEN = "cqo", "qoc"
 EXAMPLE = {  # written for the demo (not drawn from the study's data)
     "context": "Facts: Nora has a blue kite. Sam has a brown cup. Liam has a gold bag. Ella has a white lamp. "
@@ -82,5 +81,5 @@ def run_order_part(args: Any) -> None:
                          (UNSEEN, "question, options, facts last: never trained")):
         line = "   ".join(f"{name} {sum(r['correct'] for r in scores[name][layout])}/{FRESH_N}" for name in ADAPTERS)
         print(f"  {layout} ({what}): {line}")
-    print("(Measured on the study's 600 test questions per layout: docs/RESULTS.md. Causal and MAS tuned on 1,600\n"
-          " rows, repetition on 800. Repetition reads twice the prompt tokens; MAS reads the prompt once.)\n")
+    print("(Measured on the study's 600 test questions per layout: docs/RESULTS.md. All three tuned on the same 1,600\n"
+          " rows. Repetition reads twice the prompt tokens; MAS reads the prompt once.)\n")
