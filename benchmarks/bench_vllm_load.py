@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench_vllm import OUT, serving
-from bench_vllm_report import render_load
+from bench_vllm_report import merge, render_load
 
 from segmask.bench import write_section
 from segmask.bench.docs import markers
@@ -212,18 +212,6 @@ def measure(args: argparse.Namespace, workloads: list[Workload]) -> dict:
                     result["cells"].append({"server": key, "workload": w.name, "offered_rps": rate, **cell})
                     print(json.dumps(result["cells"][-1]), flush=True)
     return result
-
-
-def merge(earlier: dict, later: dict, servers: list[str]) -> dict:
-    """``earlier`` with the cells and capacities of ``servers`` replaced by ``later``'s; ``later`` (when, load,
-    duration, servers) is listed in ``later_runs``, so the docs say which cells are from when."""
-    caps = {w: {**earlier["capacity_rps"].get(w, {}), **later["capacity_rps"].get(w, {})}
-            for w in {*earlier["capacity_rps"], *later["capacity_rps"]}}
-    merged = {**earlier, "capacity_rps": caps,
-              "cells": [c for c in earlier["cells"] if c["server"] not in servers] + later["cells"]}
-    merged["later_runs"] = [*earlier.get("later_runs", []), {
-        "servers": servers, **{k: later[k] for k in ("when", "duration_s", "load_before", "load_after")}}]
-    return merged
 
 
 def write_doc(body: str) -> None:

@@ -60,6 +60,18 @@ LOAD_WORKLOADS = {"prefill": "a shared system prompt + the request's own user me
                   "decode": "a short user message asking for a long story"}
 
 
+def merge(earlier: dict, later: dict, servers: list[str]) -> dict:
+    """``earlier`` with the cells and capacities of ``servers`` replaced by ``later``'s; ``later`` (when, load,
+    duration, servers) is listed in ``later_runs``, so the docs say which cells are from when."""
+    caps = {w: {**earlier["capacity_rps"].get(w, {}), **later["capacity_rps"].get(w, {})}
+            for w in {*earlier["capacity_rps"], *later["capacity_rps"]}}
+    merged = {**earlier, "capacity_rps": caps,
+              "cells": [c for c in earlier["cells"] if c["server"] not in servers] + later["cells"]}
+    merged["later_runs"] = [*earlier.get("later_runs", []), {
+        "servers": servers, **{k: later[k] for k in ("when", "duration_s", "load_before", "load_after")}}]
+    return merged
+
+
 def render_load(result: dict) -> str:
     """Markdown for ``bench_vllm_load.py``'s result (runs/bench_vllm/load.json): one table per workload."""
     lines = [("**Smoke run: sizes too small to mean anything.** " if result["smoke"] else "") +

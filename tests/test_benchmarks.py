@@ -98,7 +98,7 @@ def test_vllm_load_section_regenerates_from_the_kept_result():
 
 
 def test_a_later_run_replaces_only_its_servers_cells():
-    load = pytest.importorskip("bench_vllm_load")
+    load = pytest.importorskip("bench_vllm_report")
     cell = lambda server, rate: {"server": server, "workload": "decode", "offered_rps": rate}  # noqa: E731
     earlier = {"cells": [cell("vllm-mas", 1.0), cell("segmask-mas", 1.0)], "capacity_rps": {
         "decode": {"vllm-mas": 3.0, "segmask-mas": 1.0}}, "rates": {"decode": [1.0]}}
