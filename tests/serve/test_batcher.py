@@ -128,3 +128,22 @@ def test_requests_arriving_mid_decode_join_the_running_batch(parts):
     for name, i, n in (("long", 70, 40), ("short", 71, 4)):
         got = tok.decode(reqs[name].generated, skip_special_tokens=True)
         assert got == direct_answer(reference, tok, conversation(i), max_new_tokens=n), name
+
+
+def test_a_failing_run_fails_the_requests_it_admitted_too(parts):
+    """The batcher's last line of defence reaches every request the run took, those admitted mid-run included."""
+    from segmask.serve.batcher import Batcher, GenRequest
+
+    class Broken(Batcher):
+        def run(self, requests, admit=None):
+            assert len(requests) == 1 and admit(0)  # the second request reaches the run only by admission
+            raise RuntimeError("decode loop broke")
+
+    reference, tok = parts
+    batcher = Broken(reference, tok, max_batch_size=1, batch_wait_s=0.0)
+    logs: list[list] = [[], []]
+    for log in logs:
+        batcher.submit(GenRequest([1, 2, 3], [0, 0, -1], 4, events_of(log)))
+    batcher.start()
+    batcher.stop()
+    assert [log[-1][0] for log in logs] == ["error", "error"], logs

@@ -119,7 +119,7 @@ class DecodeLoop:
                 self._decode(running)
                 return prefills
             if running is not None:
-                running = self._decode(running, steps=None)
+                running = self._decode(running, one_step=True)
             new = admit(0 if running is None else len(running.requests))
             groups = self.group_by_prefix(new) if new else []
         return prefills
@@ -207,13 +207,13 @@ class DecodeLoop:
         return out, attention_mask, positions
 
     @torch.no_grad()
-    def _decode(self, rows: Rows, steps: int | None = -1) -> Rows | None:
-        """Decode one token per step for every live row of ``rows``, ``steps`` steps at most (-1: until every row
-        is done; None: one step, then the finished rows leave and the rest are returned, ready for their next token,
-        or None when none is left)."""
-        for _ in range(max(r.max_new_tokens for r in rows.requests) if steps == -1 else 1):
+    def _decode(self, rows: Rows, one_step: bool = False) -> Rows | None:
+        """Decode one token per step for every live row of ``rows`` until every row is done; with ``one_step``, one
+        step, after which the finished rows leave and the rest are returned, ready for their next token (None when
+        none is left)."""
+        for _ in range(1 if one_step else max(r.max_new_tokens for r in rows.requests)):
             next_ids = self._step(rows.requests, rows.logits, rows.live, rows.generators)
-            if steps is None:
+            if one_step:
                 index = [b for b, alive in enumerate(rows.live) if alive]
                 next_ids = [next_ids[b] for b in index]
                 rows = rows.keep(index) if len(index) < len(rows.requests) else rows

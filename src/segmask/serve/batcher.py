@@ -76,13 +76,14 @@ class Batcher(DecodeLoop):
             raise QueueFull(f"{self.max_queue} requests are already waiting")
         self._queue.put(request)
 
-    def _admit(self, running: int) -> list[GenRequest]:
-        """Waiting requests for the free rows of the running batch (continuous batching): taken without waiting,
-        none once ``stop`` has been called."""
+    def _take(self, room: int, deadline: float | None) -> list[GenRequest]:
+        """Up to ``room`` waiting requests, waiting for them until ``deadline`` (``time.monotonic()``; None: only
+        those already waiting); ``stop``'s sentinel stays queued and ends the taking."""
         taken: list[GenRequest] = []
-        while running + len(taken) < self.max_batch_size:
+        while len(taken) < room:
             try:
-                nxt = self._queue.get_nowait()
+                nxt = (self._queue.get_nowait() if deadline is None
+                       else self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
                 break
             if nxt is None:
@@ -96,21 +97,19 @@ class Batcher(DecodeLoop):
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
-            deadline = time.monotonic() + self.batch_wait_s
-            while len(batch) < self.max_batch_size:
-                try:
-                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                batch.append(nxt)
+            batch = [first, *self._take(self.max_batch_size - 1, time.monotonic() + self.batch_wait_s)]
+            served = list(batch)  # every request this run takes, those admitted on the way included
+
+            def admit(running: int, served: list[GenRequest] = served) -> list[GenRequest]:
+                """Continuous batching: the waiting requests that fit beside the ``running`` rows."""
+                new = self._take(self.max_batch_size - running, None)
+                served.extend(new)
+                return new
+
             try:
-                self.batches_run += self.run(batch, admit=self._admit)
-            except Exception as err:  # run_batch isolates request failures; this is the last line of defence
-                for req in batch:
+                self.batches_run += self.run(batch, admit=admit)
+            except Exception as err:  # run isolates request failures; this is the last line of defence
+                for req in served:
                     self._fail(req, err)
             if self.prefix_cache is not None:  # read by /health from another thread: a snapshot, not the cache
                 cache = self.prefix_cache
