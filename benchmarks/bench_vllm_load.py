@@ -270,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.requests, args.concurrency, args.multipliers, args.threads = 3, 2, [1.0], 1
     path = args.out / ("load_smoke.json" if args.smoke else "load.json")
+    if (args.add_to or args.report) and not path.is_file():
+        parser.error(f"--add-to and --report read an earlier result, and {path} does not exist")
     if args.add_to:
         args.add_to = earlier = json.loads(path.read_text())
         args.requests, args.concurrency, args.threads, args.seed = (earlier[k] for k in (
@@ -284,8 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                       max_tokens={w.name: w.max_tokens for w in workloads}, cpus=os.cpu_count(), seed=args.seed,
                       duration_s=time.time() - started, versions=versions(),
                       when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)))
-        if args.add_to:
-            result = merge(args.add_to, result, args.servers)
+        result = merge(args.add_to, result, args.servers) if args.add_to else result
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1))
     body = render_load(json.loads(path.read_text()))
